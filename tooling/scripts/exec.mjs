@@ -1,18 +1,21 @@
 // Process helpers shared by the repo scripts. Plain Node, no dependencies: these run before install.
 import { spawnSync } from 'node:child_process';
-import { dirname, join, resolve } from 'node:path';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
-// turbo starts each package's script with the `pnpm` it finds on PATH, and package scripts run
-// with node_modules/.bin on PATH; bootstrap.mjs puts corepack's pnpm shim there.
-export const binDir = join(repoRoot, 'node_modules', '.bin');
+// turbo starts package scripts with the `pnpm` it finds on PATH. Corepack's shims for it live
+// here (bootstrap.mjs makes them), not in node_modules/.bin: `pnpm run` puts the relative
+// './node_modules/.bin' on PATH, and turbo would then spawn that relative path from each
+// package's folder, where it does not exist.
+export const shimDir = join(repoRoot, 'node_modules', '.corepack-shims');
 
-// corepack refuses pnpm's current signing keys on this project's machines; the pinned version
-// in package.json's packageManager field is what corepack fetches.
 export const toolEnv = {
   ...process.env,
+  PATH: [shimDir, process.env.PATH].filter(Boolean).join(delimiter),
+  // corepack rejects pnpm's signing keys on this project's machines; the version it fetches is
+  // the one pinned by package.json's packageManager field.
   COREPACK_INTEGRITY_KEYS: '0',
   COREPACK_ENABLE_DOWNLOAD_PROMPT: '0',
   COREPACK_ENABLE_AUTO_PIN: '0',

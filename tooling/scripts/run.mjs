@@ -1,8 +1,10 @@
-// Entry point of the root `test` and `bench` scripts: `node tooling/scripts/run.mjs <task> [args]`.
-// Extra arguments go to vitest (test) or to the bench program (bench).
+// Entry point of the root package.json scripts: `node tooling/scripts/run.mjs <task> [args]`.
+//   test   install + build, then vitest (extra args go to vitest), then biome
+//   bench  install + build, then the bench program (extra args go to it)
+//   turbo  install if needed, then turbo with the given args (root `build` and `typecheck`)
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { bootstrap } from './bootstrap.mjs';
+import { bootstrap, install, turbo } from './bootstrap.mjs';
 import { exec, pnpm, repoRoot } from './exec.mjs';
 
 // What `npm run bench` runs: the first of these that exists. When examples/cpu-attention.mjs
@@ -24,10 +26,14 @@ const tasks = {
     }
     exec(process.execPath, [program, ...args]);
   },
+  turbo(args) {
+    install();
+    turbo(args);
+  },
 };
 
 const [name, ...args] = process.argv.slice(2);
-const task = tasks[name];
+const task = Object.hasOwn(tasks, name ?? '') ? tasks[name] : undefined;
 if (!task) {
   console.error(`usage: node tooling/scripts/run.mjs <${Object.keys(tasks).join('|')}> [args...]`);
   process.exit(2);
