@@ -24,18 +24,22 @@ const external = ['node:*', ...dependencies.flatMap((name) => [name, `${name}/*`
 
 rmSync('dist', { recursive: true, force: true });
 
-await build({
-  entryPoints,
-  outbase: 'src',
-  outdir: 'dist',
-  bundle: true,
-  format: 'esm',
-  platform: options.platform ?? 'neutral',
-  target: 'es2022',
-  sourcemap: true,
-  external,
-  logLevel: 'warning',
-});
+try {
+  await build({
+    entryPoints,
+    outbase: 'src',
+    outdir: 'dist',
+    bundle: true,
+    format: 'esm',
+    platform: options.platform ?? 'neutral',
+    target: 'es2022',
+    sourcemap: true,
+    external,
+    logLevel: 'warning',
+  });
+} catch {
+  process.exit(1); // esbuild has already printed what went wrong
+}
 
 const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
 const result = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], {
