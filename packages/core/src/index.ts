@@ -1,0 +1,78 @@
+export { InputError, ResourceLimitError, SpecError, TesseraError, UnsupportedError } from './errors.js';
+export { Expr, hash, lit, type Operand, TensorRef, tensor, vars, where } from './expr/builder.js';
+export { HASH_ARG_OFFSET, HASH_FLOAT_SCALE, HASH_MUL_1, HASH_MUL_2, hashU32, hashUnit, mix32 } from './expr/hash32.js';
+export { evalInterval, type Interval, type IntervalEnv, RangeMinMax } from './expr/interval.js';
+export { type CompiledExpr, compileJs, emitJs, jsRenderer } from './expr/js.js';
+export { mapTensors, resolveTensors } from './expr/resolve.js';
+export { type ExprRenderer, type LoweredExpr, lowerExpr, type RenderedOperand } from './expr/lower.js';
+export {
+  ARITH_FNS,
+  type ArithFn,
+  type BinaryFn,
+  COMPARE_FNS,
+  type CompareFn,
+  children,
+  type ExprNode,
+  LOGIC_FNS,
+  type LogicFn,
+  type ScalarType,
+  UNARY_FNS,
+  type UnaryFn,
+  VAR_TYPES,
+  type VarName,
+  varsUsed,
+} from './expr/nodes.js';
+export {
+  type AnalyticLayout,
+  type BlockClass,
+  classifyBlock,
+  type BlockLayout,
+  BlockLayoutBuilder,
+  ceilDiv,
+  deriveBlockLayout,
+  exactBlockLayout,
+  fullLayout,
+  type LayoutContext,
+  type LayoutCounters,
+  type LayoutStats,
+  layoutDifference,
+  layoutSlice,
+  layoutStats,
+  layoutsEqual,
+  maskSlices,
+} from './layout.js';
+export { compileMask, defineMask, isMask, isScoreMod, type Mask, type MaskVars, maskMod, type ScoreMod, type ScoreVars, scoreMod } from './mods.js';
+export {
+  blockLayout,
+  type CostEstimate,
+  DEFAULT_BLOCK,
+  elementBytes,
+  estimateCost,
+  featureDim,
+  layoutContext,
+  type Strategy,
+} from './plan.js';
+export {
+  type AttentionConfig,
+  type AttentionSpec,
+  defineAttention,
+  analyticLayoutOf,
+  canonicalJson,
+  DTYPES,
+  type Dtype,
+  FEATURE_MAPS,
+  type FeatureMap,
+  groupSize,
+  hashSpec,
+  isCausalExpr,
+  type KernelConfig,
+  type KernelSpec,
+  kvHeadOf,
+  LAYOUTS,
+  specFromJSON,
+  specToJSON,
+  type TensorLayout,
+  type TensorSlot,
+  type TilingHints,
+  tensorSizes,
+} from './spec.js';
