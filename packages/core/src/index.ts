@@ -76,3 +76,6 @@ export {
   type TilingHints,
   tensorSizes,
 } from './spec.js';
+export { type AttentionInputs, type AttentionOutputs, elementIndex, validateInputs } from './inputs.js';
+export { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, packHalf, roundToDtype, unpackHalf } from './numeric.js';
+export type { AttentionBackend, RunOptions } from './backend.js';
