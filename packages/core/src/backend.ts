@@ -17,7 +17,11 @@ export interface AttentionBackend {
    * Runs `spec` on `inputs` (Float32Array in the spec's layout). Rejects with SpecError,
    * InputError, UnsupportedError or ResourceLimitError before producing any output.
    */
-  run(spec: AttentionSpec, inputs: AttentionInputs, options?: RunOptions): Promise<AttentionOutputs>;
+  run(
+    spec: AttentionSpec,
+    inputs: AttentionInputs,
+    options?: RunOptions,
+  ): Promise<AttentionOutputs>;
   /** Frees what the backend holds (device memory, compiled kernels). */
   dispose(): Promise<void>;
 }

@@ -1,10 +1,29 @@
-export { InputError, ResourceLimitError, SpecError, TesseraError, UnsupportedError } from './errors.js';
+export type { AttentionBackend, RunOptions } from './backend.js';
+export {
+  InputError,
+  ResourceLimitError,
+  SpecError,
+  TesseraError,
+  UnsupportedError,
+} from './errors.js';
 export { Expr, hash, lit, type Operand, TensorRef, tensor, vars, where } from './expr/builder.js';
-export { HASH_ARG_OFFSET, HASH_FLOAT_SCALE, HASH_MUL_1, HASH_MUL_2, hashU32, hashUnit, mix32 } from './expr/hash32.js';
+export {
+  HASH_ARG_OFFSET,
+  HASH_FLOAT_SCALE,
+  HASH_MUL_1,
+  HASH_MUL_2,
+  hashU32,
+  hashUnit,
+  mix32,
+} from './expr/hash32.js';
 export { evalInterval, type Interval, type IntervalEnv, RangeMinMax } from './expr/interval.js';
 export { type CompiledExpr, compileJs, emitJs, jsRenderer } from './expr/js.js';
-export { mapTensors, resolveTensors } from './expr/resolve.js';
-export { type ExprRenderer, type LoweredExpr, lowerExpr, type RenderedOperand } from './expr/lower.js';
+export {
+  type ExprRenderer,
+  type LoweredExpr,
+  lowerExpr,
+  type RenderedOperand,
+} from './expr/lower.js';
 export {
   ARITH_FNS,
   type ArithFn,
@@ -22,13 +41,20 @@ export {
   type VarName,
   varsUsed,
 } from './expr/nodes.js';
+export { mapTensors, resolveTensors } from './expr/resolve.js';
+export {
+  type AttentionInputs,
+  type AttentionOutputs,
+  elementIndex,
+  validateInputs,
+} from './inputs.js';
 export {
   type AnalyticLayout,
   type BlockClass,
-  classifyBlock,
   type BlockLayout,
   BlockLayoutBuilder,
   ceilDiv,
+  classifyBlock,
   deriveBlockLayout,
   exactBlockLayout,
   fullLayout,
@@ -41,7 +67,27 @@ export {
   layoutsEqual,
   maskSlices,
 } from './layout.js';
-export { compileMask, defineMask, isMask, isScoreMod, type Mask, type MaskVars, maskMod, type ScoreMod, type ScoreVars, scoreMod } from './mods.js';
+export {
+  compileMask,
+  defineMask,
+  isMask,
+  isScoreMod,
+  type Mask,
+  type MaskVars,
+  maskMod,
+  type ScoreMod,
+  type ScoreVars,
+  scoreMod,
+} from './mods.js';
+export {
+  bf16BitsToF32,
+  f16BitsToF32,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+  packHalf,
+  roundToDtype,
+  unpackHalf,
+} from './numeric.js';
 export {
   blockLayout,
   type CostEstimate,
@@ -55,11 +101,11 @@ export {
 export {
   type AttentionConfig,
   type AttentionSpec,
-  defineAttention,
   analyticLayoutOf,
   canonicalJson,
   DTYPES,
   type Dtype,
+  defineAttention,
   FEATURE_MAPS,
   type FeatureMap,
   groupSize,
@@ -76,6 +122,3 @@ export {
   type TilingHints,
   tensorSizes,
 } from './spec.js';
-export { type AttentionInputs, type AttentionOutputs, elementIndex, validateInputs } from './inputs.js';
-export { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, packHalf, roundToDtype, unpackHalf } from './numeric.js';
-export type { AttentionBackend, RunOptions } from './backend.js';

@@ -20,7 +20,8 @@ export interface AttentionOutputs {
  * (not propagated), so every backend behaves the same. Throws InputError naming the tensor.
  */
 export function validateInputs(spec: AttentionSpec, inputs: AttentionInputs): void {
-  if (typeof inputs !== 'object' || inputs === null) throw new InputError('inputs must be an object { q, k, v }');
+  if (typeof inputs !== 'object' || inputs === null)
+    throw new InputError('inputs must be an object { q, k, v }');
   const sizes = tensorSizes(spec);
   const shapes = {
     q: `batch ${spec.batch} × headsQ ${spec.headsQ} × seqQ ${spec.seqQ} × headDim ${spec.headDim}`,
@@ -30,11 +31,13 @@ export function validateInputs(spec: AttentionSpec, inputs: AttentionInputs): vo
   for (const name of ['q', 'k', 'v'] as const) {
     const t = inputs[name];
     if (!(t instanceof Float32Array)) {
-      const got = t === undefined ? 'undefined' : (t as object)?.constructor?.name ?? typeof t;
+      const got = t === undefined ? 'undefined' : ((t as object)?.constructor?.name ?? typeof t);
       throw new InputError(`${name} must be a Float32Array (got ${got})`);
     }
     if (t.length !== sizes[name]) {
-      throw new InputError(`${name} has ${t.length} elements, expected ${sizes[name]} (${shapes[name]})`);
+      throw new InputError(
+        `${name} has ${t.length} elements, expected ${sizes[name]} (${shapes[name]})`,
+      );
     }
   }
   for (const name of ['q', 'k', 'v'] as const) {
@@ -57,5 +60,7 @@ export function elementIndex(
   s: number,
   d: number,
 ): number {
-  return layout === 'bhsd' ? ((b * heads + h) * seq + s) * dim + d : ((b * seq + s) * heads + h) * dim + d;
+  return layout === 'bhsd'
+    ? ((b * heads + h) * seq + s) * dim + d
+    : ((b * seq + s) * heads + h) * dim + d;
 }

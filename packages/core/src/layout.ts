@@ -1,6 +1,6 @@
 import { SpecError } from './errors.js';
-import { compileJs } from './expr/js.js';
 import { evalInterval, type Interval, RangeMinMax } from './expr/interval.js';
+import { compileJs } from './expr/js.js';
 import { type ExprNode, varsUsed } from './expr/nodes.js';
 
 /** The shape a block layout is asked for. */
@@ -53,9 +53,13 @@ export class BlockLayoutBuilder {
   private fullFlags: number[] = [];
   private readonly rows: number;
 
-  constructor(ctx: LayoutContext, slices: { batches: number; heads: number } = { batches: 1, heads: 1 }) {
+  constructor(
+    ctx: LayoutContext,
+    slices: { batches: number; heads: number } = { batches: 1, heads: 1 },
+  ) {
     for (const k of ['seqQ', 'seqKV', 'blockQ', 'blockKV'] as const) {
-      if (!Number.isInteger(ctx[k]) || ctx[k] <= 0) throw new SpecError(`${k} must be a positive integer (got ${ctx[k]})`);
+      if (!Number.isInteger(ctx[k]) || ctx[k] <= 0)
+        throw new SpecError(`${k} must be a positive integer (got ${ctx[k]})`);
     }
     const numQBlocks = ceilDiv(ctx.seqQ, ctx.blockQ);
     const numKVBlocks = ceilDiv(ctx.seqKV, ctx.blockKV);
@@ -91,7 +95,8 @@ export class BlockLayoutBuilder {
   }
 
   endRow(): void {
-    if (this.rowStart.length > this.rows) throw new SpecError(`layout has more than ${this.rows} rows`);
+    if (this.rowStart.length > this.rows)
+      throw new SpecError(`layout has more than ${this.rows} rows`);
     this.rowStart.push(this.kv.length);
   }
 
@@ -121,7 +126,10 @@ export function fullLayout(ctx: LayoutContext): BlockLayout {
 }
 
 /** Slices a mask needs: per batch if it reads `b`, per head if it reads `h`. */
-export function maskSlices(mask: ExprNode | null, ctx: LayoutContext): { batches: number; heads: number } {
+export function maskSlices(
+  mask: ExprNode | null,
+  ctx: LayoutContext,
+): { batches: number; heads: number } {
   const used = mask ? varsUsed(mask) : new Set();
   return { batches: used.has('b') ? ctx.batch : 1, heads: used.has('h') ? ctx.headsQ : 1 };
 }
@@ -191,7 +199,11 @@ export function deriveBlockLayout(
           const k0 = j0 * ctx.blockKV;
           const k1 = Math.min(ctx.seqKV, j1 * ctx.blockKV);
           if (counters) counters.intervalEvals++;
-          const r = evalInterval(mask, { b: pt(bi), h: pt(hh), q: qIv, kv: { lo: k0, hi: k1 - 1, nan: false } }, ranges);
+          const r = evalInterval(
+            mask,
+            { b: pt(bi), h: pt(hh), q: qIv, kv: { lo: k0, hi: k1 - 1, nan: false } },
+            ranges,
+          );
           if (r.hi === 0) return;
           if (r.lo === 1) {
             out.pushRange(j0, j1, true);

@@ -53,26 +53,45 @@ function readsScore(e: Expr): boolean {
 }
 
 /** Builds a mask from a bool expression (the form patterns and combinators use). */
-export function defineMask(expr: Expr, options: { name?: string; layout?: AnalyticLayout } = {}): Mask {
-  if (!(expr instanceof Expr)) throw new SpecError('mask must be an expression built from the mask variables');
+export function defineMask(
+  expr: Expr,
+  options: { name?: string; layout?: AnalyticLayout } = {},
+): Mask {
+  if (!(expr instanceof Expr))
+    throw new SpecError('mask must be an expression built from the mask variables');
   if (expr.type !== 'bool') throw new SpecError(`mask expression must be bool, got ${expr.type}`);
-  if (readsScore(expr)) throw new SpecError('mask expressions cannot read score (use a score modification)');
+  if (readsScore(expr))
+    throw new SpecError('mask expressions cannot read score (use a score modification)');
   if (options.layout !== undefined && typeof options.layout !== 'function') {
     throw new SpecError('mask layout must be a function (context) => BlockLayout');
   }
-  return Object.freeze({ kind: 'mask', expr, name: options.name ?? 'custom', layout: options.layout });
+  return Object.freeze({
+    kind: 'mask',
+    expr,
+    name: options.name ?? 'custom',
+    layout: options.layout,
+  });
 }
 
 /** `maskMod(({ q, kv }) => q.ge(kv))`: true where the query attends to the key. */
-export function maskMod(fn: (v: MaskVars) => Expr, options: { name?: string; layout?: AnalyticLayout } = {}): Mask {
-  if (typeof fn !== 'function') throw new SpecError('maskMod() takes a function ({ b, h, q, kv }) => bool expression');
+export function maskMod(
+  fn: (v: MaskVars) => Expr,
+  options: { name?: string; layout?: AnalyticLayout } = {},
+): Mask {
+  if (typeof fn !== 'function')
+    throw new SpecError('maskMod() takes a function ({ b, h, q, kv }) => bool expression');
   return defineMask(fn(maskVars), options);
 }
 
 /** `scoreMod(({ score, h, q, kv }) => ...)`: the returned f32 expression replaces the score. */
-export function scoreMod(fn: (v: ScoreVars) => Expr | number, options: { name?: string } = {}): ScoreMod {
+export function scoreMod(
+  fn: (v: ScoreVars) => Expr | number,
+  options: { name?: string } = {},
+): ScoreMod {
   if (typeof fn !== 'function') {
-    throw new SpecError('scoreMod() takes a function ({ score, b, h, q, kv }) => number expression');
+    throw new SpecError(
+      'scoreMod() takes a function ({ score, b, h, q, kv }) => number expression',
+    );
   }
   const out = fn(vars);
   if (!(out instanceof Expr) && typeof out !== 'number') {
@@ -87,10 +106,14 @@ export function scoreMod(fn: (v: ScoreVars) => Expr | number, options: { name?: 
 export function compileMask(mask: Mask): (b: number, h: number, q: number, kv: number) => boolean {
   const slots: TensorRef[] = [];
   const node = resolveTensors(mask.expr.node, slots);
-  const f = compileJs(node, slots.map((t) => t.data));
+  const f = compileJs(
+    node,
+    slots.map((t) => t.data),
+  );
   return (b, h, q, kv) => f(b, h, q, kv, 0) as boolean;
 }
 
-export const isMask = (x: unknown): x is Mask => typeof x === 'object' && x !== null && (x as Mask).kind === 'mask';
+export const isMask = (x: unknown): x is Mask =>
+  typeof x === 'object' && x !== null && (x as Mask).kind === 'mask';
 export const isScoreMod = (x: unknown): x is ScoreMod =>
   typeof x === 'object' && x !== null && (x as ScoreMod).kind === 'scoreMod';

@@ -7,7 +7,10 @@ export const DEFAULT_BLOCK = 64;
 const cache = new WeakMap<AttentionSpec, Map<string, BlockLayout>>();
 
 /** The layout context of a spec for the given block sizes (default: the spec's tiling hints, else 64). */
-export function layoutContext(spec: AttentionSpec, blocks: { blockQ?: number; blockKV?: number } = {}): LayoutContext {
+export function layoutContext(
+  spec: AttentionSpec,
+  blocks: { blockQ?: number; blockKV?: number } = {},
+): LayoutContext {
   return {
     seqQ: spec.seqQ,
     seqKV: spec.seqKV,
@@ -22,7 +25,10 @@ export function layoutContext(spec: AttentionSpec, blocks: { blockQ?: number; bl
  * The block layout of a spec's mask: the pattern's analytic layout when it has one, else one
  * derived from the expression. Checked against the spec's shape and cached per spec and block size.
  */
-export function blockLayout(spec: AttentionSpec, blocks: { blockQ?: number; blockKV?: number } = {}): BlockLayout {
+export function blockLayout(
+  spec: AttentionSpec,
+  blocks: { blockQ?: number; blockKV?: number } = {},
+): BlockLayout {
   const ctx = layoutContext(spec, blocks);
   const key = `${ctx.blockQ}x${ctx.blockKV}`;
   let perSpec = cache.get(spec);
@@ -55,11 +61,15 @@ function checkLayoutShape(l: BlockLayout, ctx: LayoutContext): void {
     numKVBlocks: Math.ceil(ctx.seqKV / ctx.blockKV),
   };
   for (const [k, v] of Object.entries(want)) {
-    if (l[k as keyof typeof want] !== v) throw new SpecError(`mask layout has ${k} ${l[k as keyof typeof want]}, expected ${v}`);
+    if (l[k as keyof typeof want] !== v)
+      throw new SpecError(`mask layout has ${k} ${l[k as keyof typeof want]}, expected ${v}`);
   }
-  if (l.batches !== 1 && l.batches !== ctx.batch) throw new SpecError(`mask layout has ${l.batches} batch slices, expected 1 or ${ctx.batch}`);
-  if (l.heads !== 1 && l.heads !== ctx.headsQ) throw new SpecError(`mask layout has ${l.heads} head slices, expected 1 or ${ctx.headsQ}`);
-  if (l.rowStart.length !== l.batches * l.heads * want.numQBlocks + 1) throw new SpecError('mask layout rowStart has the wrong length');
+  if (l.batches !== 1 && l.batches !== ctx.batch)
+    throw new SpecError(`mask layout has ${l.batches} batch slices, expected 1 or ${ctx.batch}`);
+  if (l.heads !== 1 && l.heads !== ctx.headsQ)
+    throw new SpecError(`mask layout has ${l.heads} head slices, expected 1 or ${ctx.headsQ}`);
+  if (l.rowStart.length !== l.batches * l.heads * want.numQBlocks + 1)
+    throw new SpecError('mask layout rowStart has the wrong length');
 }
 
 export type Strategy = 'tiled' | 'naive';
@@ -101,12 +111,26 @@ export function estimateCost(
     const F = featureDim(spec);
     const projection = spec.kernel.featureMap === 'favor+' || spec.kernel.featureMap === 'trig-rf';
     if (options.strategy === 'naive') {
-      return { strategy: 'naive', flops: dense * 2 * (F + DV), bytesMoved: io + 3 * 4 * dense, peakExtraBytes: 4 * dense + lseBytes, computedPairs: dense, density: 1 };
+      return {
+        strategy: 'naive',
+        flops: dense * 2 * (F + DV),
+        bytesMoved: io + 3 * 4 * dense,
+        peakExtraBytes: 4 * dense + lseBytes,
+        computedPairs: dense,
+        density: 1,
+      };
     }
     const featureFlops = projection ? BH * (SQ + SK) * spec.kernel.features * D * 2 : 0;
     const flops = featureFlops + BH * (SK * F * (DV + 1) * 2 + SQ * F * (DV + 1) * 2);
     const state = 4 * BH * F * (DV + 1) + (projection ? 4 * spec.kernel.features * D : 0);
-    return { strategy: 'tiled', flops, bytesMoved: io + state, peakExtraBytes: state, computedPairs: 0, density: 0 };
+    return {
+      strategy: 'tiled',
+      flops,
+      bytesMoved: io + state,
+      peakExtraBytes: state,
+      computedPairs: 0,
+      density: 0,
+    };
   }
 
   if (options.strategy === 'naive') {

@@ -2,8 +2,8 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js';
 import { SpecError } from './errors.js';
 import { type BuilderNode, Expr, TensorRef, vars } from './expr/builder.js';
-import { mapTensors, resolveTensors } from './expr/resolve.js';
 import type { ExprNode } from './expr/nodes.js';
+import { mapTensors, resolveTensors } from './expr/resolve.js';
 import type { AnalyticLayout } from './layout.js';
 import { isMask, isScoreMod, type Mask, type ScoreMod } from './mods.js';
 
@@ -17,7 +17,12 @@ export const FEATURE_MAPS: readonly FeatureMap[] = ['elu+1', 'relu', 'favor+', '
 
 export type KernelSpec =
   | { readonly type: 'softmax' }
-  | { readonly type: 'linear'; readonly featureMap: FeatureMap; readonly features: number; readonly seed: number };
+  | {
+      readonly type: 'linear';
+      readonly featureMap: FeatureMap;
+      readonly features: number;
+      readonly seed: number;
+    };
 
 export type KernelConfig =
   | 'softmax'
@@ -116,7 +121,9 @@ function positiveInt(field: string, value: unknown): number {
 
 function oneOf<T extends string>(field: string, value: unknown, allowed: readonly T[]): T {
   if (!allowed.includes(value as T)) {
-    throw new SpecError(`${field} must be one of ${allowed.map((a) => `'${a}'`).join(', ')} (got ${JSON.stringify(value)})`);
+    throw new SpecError(
+      `${field} must be one of ${allowed.map((a) => `'${a}'`).join(', ')} (got ${JSON.stringify(value)})`,
+    );
   }
   return value as T;
 }
@@ -124,7 +131,9 @@ function oneOf<T extends string>(field: string, value: unknown, allowed: readonl
 function normaliseKernel(k: KernelConfig | undefined, headDim: number): KernelSpec {
   if (k === undefined || k === 'softmax') return { type: 'softmax' };
   if (typeof k !== 'object' || k === null) {
-    throw new SpecError(`kernel must be 'softmax' or { type: 'linear', featureMap } (got ${JSON.stringify(k)})`);
+    throw new SpecError(
+      `kernel must be 'softmax' or { type: 'linear', featureMap } (got ${JSON.stringify(k)})`,
+    );
   }
   const type = oneOf('kernel.type', k.type, ['softmax', 'linear'] as const);
   if (type === 'softmax') return { type: 'softmax' };
@@ -132,9 +141,12 @@ function normaliseKernel(k: KernelConfig | undefined, headDim: number): KernelSp
   const featureMap = oneOf('kernel.featureMap', lin.featureMap, FEATURE_MAPS);
   const random = featureMap === 'favor+' || featureMap === 'trig-rf';
   if (!random && lin.features !== undefined && lin.features !== headDim) {
-    throw new SpecError(`kernel.features is fixed to headDim (${headDim}) for feature map '${featureMap}' (got ${lin.features})`);
+    throw new SpecError(
+      `kernel.features is fixed to headDim (${headDim}) for feature map '${featureMap}' (got ${lin.features})`,
+    );
   }
-  const features = lin.features === undefined ? headDim : positiveInt('kernel.features', lin.features);
+  const features =
+    lin.features === undefined ? headDim : positiveInt('kernel.features', lin.features);
   const seed = lin.seed ?? 0;
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
     throw new SpecError(`kernel.seed must be an integer in [0, 2^32) (got ${String(seed)})`);
@@ -144,9 +156,11 @@ function normaliseKernel(k: KernelConfig | undefined, headDim: number): KernelSp
 
 function normaliseTiling(t: TilingHints | undefined): TilingHints {
   if (t === undefined) return {};
-  if (typeof t !== 'object' || t === null) throw new SpecError('tiling must be an object { blockQ?, blockKV? }');
+  if (typeof t !== 'object' || t === null)
+    throw new SpecError('tiling must be an object { blockQ?, blockKV? }');
   for (const key of Object.keys(t)) {
-    if (key !== 'blockQ' && key !== 'blockKV') throw new SpecError(`unknown field 'tiling.${key}' (known: blockQ, blockKV)`);
+    if (key !== 'blockQ' && key !== 'blockKV')
+      throw new SpecError(`unknown field 'tiling.${key}' (known: blockQ, blockKV)`);
   }
   const out: { blockQ?: number; blockKV?: number } = {};
   if (t.blockQ !== undefined) out.blockQ = positiveInt('tiling.blockQ', t.blockQ);
@@ -158,7 +172,11 @@ function normaliseTiling(t: TilingHints | undefined): TilingHints {
 export function canonicalJson(value: unknown): string {
   return JSON.stringify(value, (_k, v) => {
     if (v && typeof v === 'object' && !Array.isArray(v) && !ArrayBuffer.isView(v)) {
-      return Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]]));
+      return Object.fromEntries(
+        Object.keys(v)
+          .sort()
+          .map((k) => [k, (v as Record<string, unknown>)[k]]),
+      );
     }
     return v;
   });
@@ -167,7 +185,10 @@ export function canonicalJson(value: unknown): string {
 /** The structural hash: everything but the tensors' contents (their dtype and length count). */
 export function hashSpec(spec: Omit<AttentionSpec, 'hash'>): string {
   const { tensors, ...rest } = spec;
-  const text = canonicalJson({ ...rest, tensors: tensors.map((t) => ({ dtype: t.dtype, length: t.length })) });
+  const text = canonicalJson({
+    ...rest,
+    tensors: tensors.map((t) => ({ dtype: t.dtype, length: t.length })),
+  });
   return bytesToHex(sha256(utf8ToBytes(text))).slice(0, 32);
 }
 
@@ -176,7 +197,8 @@ export function hashSpec(spec: Omit<AttentionSpec, 'hash'>): string {
  * SpecError naming the field; nothing is clamped or guessed.
  */
 export function defineAttention(config: AttentionConfig): AttentionSpec {
-  if (typeof config !== 'object' || config === null) throw new SpecError('defineAttention() takes a config object');
+  if (typeof config !== 'object' || config === null)
+    throw new SpecError('defineAttention() takes a config object');
   for (const key of Object.keys(config)) {
     if (!(KNOWN_FIELDS as readonly string[]).includes(key)) {
       throw new SpecError(`unknown field '${key}' (known: ${KNOWN_FIELDS.join(', ')})`);
@@ -185,7 +207,8 @@ export function defineAttention(config: AttentionConfig): AttentionSpec {
   const batch = positiveInt('batch', config.batch);
   const headsQ = positiveInt('headsQ', config.headsQ);
   const headsKV = positiveInt('headsKV', config.headsKV ?? headsQ);
-  if (headsQ % headsKV !== 0) throw new SpecError(`headsQ (${headsQ}) must be a multiple of headsKV (${headsKV})`);
+  if (headsQ % headsKV !== 0)
+    throw new SpecError(`headsQ (${headsQ}) must be a multiple of headsKV (${headsKV})`);
   const seqQ = positiveInt('seqQ', config.seqQ);
   const seqKV = positiveInt('seqKV', config.seqKV ?? seqQ);
   const headDim = positiveInt('headDim', config.headDim);
@@ -193,7 +216,8 @@ export function defineAttention(config: AttentionConfig): AttentionSpec {
   const layout = oneOf('layout', config.layout ?? 'bhsd', LAYOUTS);
   const dtype = oneOf('dtype', config.dtype ?? 'f32', DTYPES);
   const scale = config.scale ?? 1 / Math.sqrt(headDim);
-  if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new SpecError(`scale must be finite (got ${String(scale)})`);
+  if (typeof scale !== 'number' || !Number.isFinite(scale))
+    throw new SpecError(`scale must be finite (got ${String(scale)})`);
   if (scale === 0) throw new SpecError('scale must be non-zero (got 0)');
   for (const [name, n] of [
     ['q', batch * headsQ * seqQ * headDim],
@@ -211,15 +235,20 @@ export function defineAttention(config: AttentionConfig): AttentionSpec {
     throw new SpecError('scoreMod must be a ScoreMod (from scoreMod())');
   }
   const slots: TensorRef[] = [];
-  const mask = config.mask ? { name: config.mask.name, expr: resolveTensors(config.mask.expr.node, slots) } : null;
+  const mask = config.mask
+    ? { name: config.mask.name, expr: resolveTensors(config.mask.expr.node, slots) }
+    : null;
   const mod = config.scoreMod
     ? { name: config.scoreMod.name, expr: resolveTensors(config.scoreMod.expr.node, slots) }
     : null;
 
   if (kernel.type === 'linear') {
-    if (mod) throw new SpecError(`kernel 'linear' cannot apply a score modification (got '${mod.name}')`);
+    if (mod)
+      throw new SpecError(`kernel 'linear' cannot apply a score modification (got '${mod.name}')`);
     if (mask && !isCausalExpr(mask.expr)) {
-      throw new SpecError(`kernel 'linear' supports no mask or a causal mask only (got mask '${mask.name}')`);
+      throw new SpecError(
+        `kernel 'linear' supports no mask or a causal mask only (got mask '${mask.name}')`,
+      );
     }
   }
 
@@ -249,7 +278,10 @@ export function defineAttention(config: AttentionConfig): AttentionSpec {
   return spec;
 }
 
-const CAUSAL_FORMS = [canonicalJson(vars.q.ge(vars.kv).node), canonicalJson(vars.kv.le(vars.q).node)];
+const CAUSAL_FORMS = [
+  canonicalJson(vars.q.ge(vars.kv).node),
+  canonicalJson(vars.kv.le(vars.q).node),
+];
 
 /** True when a mask expression is exactly `q >= kv` (what linear kernels can honour by prefix sums). */
 export function isCausalExpr(expr: ExprNode): boolean {
@@ -263,16 +295,32 @@ export const groupSize = (spec: AttentionSpec): number => spec.headsQ / spec.hea
 export const kvHeadOf = (spec: AttentionSpec, h: number): number => Math.floor(h / groupSize(spec));
 
 /** Element counts of q, k, v and out. */
-export function tensorSizes(spec: AttentionSpec): { q: number; k: number; v: number; out: number; lse: number } {
+export function tensorSizes(spec: AttentionSpec): {
+  q: number;
+  k: number;
+  v: number;
+  out: number;
+  lse: number;
+} {
   const { batch: B, headsQ: H, headsKV: HK, seqQ: SQ, seqKV: SK, headDim: D, headDimV: DV } = spec;
-  return { q: B * H * SQ * D, k: B * HK * SK * D, v: B * HK * SK * DV, out: B * H * SQ * DV, lse: B * H * SQ };
+  return {
+    q: B * H * SQ * D,
+    k: B * HK * SK * D,
+    v: B * HK * SK * DV,
+    out: B * H * SQ * DV,
+    lse: B * H * SQ,
+  };
 }
 
 /** A JSON string holding the whole spec, tensor contents included. */
 export function specToJSON(spec: AttentionSpec): string {
   return JSON.stringify({
     ...spec,
-    tensors: spec.tensors.map((t) => ({ dtype: t.dtype, length: t.length, values: Array.from(t.data) })),
+    tensors: spec.tensors.map((t) => ({
+      dtype: t.dtype,
+      length: t.length,
+      values: Array.from(t.data),
+    })),
   });
 }
 
@@ -282,16 +330,22 @@ export function specToJSON(spec: AttentionSpec): string {
  */
 export function specFromJSON(text: string): AttentionSpec {
   const raw = JSON.parse(text);
-  if (raw?.version !== 1) throw new SpecError(`spec version must be 1 (got ${JSON.stringify(raw?.version)})`);
+  if (raw?.version !== 1)
+    throw new SpecError(`spec version must be 1 (got ${JSON.stringify(raw?.version)})`);
   const tensors = (raw.tensors as { dtype: string; values: number[] }[]).map((t, i) => {
     if (t.dtype === 'f32') return new TensorRef(Float32Array.from(t.values));
     if (t.dtype === 'i32') return new TensorRef(Int32Array.from(t.values));
-    throw new SpecError(`tensors[${i}].dtype must be 'f32' or 'i32' (got ${JSON.stringify(t.dtype)})`);
+    throw new SpecError(
+      `tensors[${i}].dtype must be 'f32' or 'i32' (got ${JSON.stringify(t.dtype)})`,
+    );
   });
   const revive = (n: ExprNode): BuilderNode =>
     mapTensors(n, (slot) => {
       const t = tensors[slot];
-      if (!t) throw new SpecError(`load node refers to tensor slot ${slot}, which the spec does not have`);
+      if (!t)
+        throw new SpecError(
+          `load node refers to tensor slot ${slot}, which the spec does not have`,
+        );
       return t;
     });
   const config: AttentionConfig = {
@@ -308,12 +362,17 @@ export function specFromJSON(text: string): AttentionSpec {
     kernel: raw.kernel,
     tiling: raw.tiling,
   };
-  if (raw.mask) config.mask = { kind: 'mask', name: raw.mask.name, expr: new Expr(revive(raw.mask.expr)) };
-  if (raw.scoreMod) config.scoreMod = { kind: 'scoreMod', name: raw.scoreMod.name, expr: new Expr(revive(raw.scoreMod.expr)) };
+  if (raw.mask)
+    config.mask = { kind: 'mask', name: raw.mask.name, expr: new Expr(revive(raw.mask.expr)) };
+  if (raw.scoreMod)
+    config.scoreMod = {
+      kind: 'scoreMod',
+      name: raw.scoreMod.name,
+      expr: new Expr(revive(raw.scoreMod.expr)),
+    };
   const spec = defineAttention(config);
   if (raw.hash !== undefined && raw.hash !== spec.hash) {
     throw new SpecError(`spec hash ${raw.hash} does not match its contents (${spec.hash})`);
   }
   return spec;
 }
-

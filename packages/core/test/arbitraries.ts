@@ -2,7 +2,7 @@
 import fc from 'fast-check';
 import { type Expr, hash, type TensorRef, tensor, vars, where } from '../src/index.js';
 
-const intLeaf = (tensors: TensorRef[]): fc.Arbitrary<Expr> =>
+const intLeaf = (): fc.Arbitrary<Expr> =>
   fc.oneof(
     fc.constantFrom(vars.q, vars.kv, vars.h, vars.b),
     fc.integer({ min: -40, max: 40 }).map((c) => vars.q.mul(0).add(c)),
@@ -10,13 +10,23 @@ const intLeaf = (tensors: TensorRef[]): fc.Arbitrary<Expr> =>
 
 /** Random i32 expressions of bounded depth (no tensors unless given). */
 export function intExpr(depth: number, tensors: TensorRef[] = []): fc.Arbitrary<Expr> {
-  if (depth <= 0) return intLeaf(tensors);
+  if (depth <= 0) return intLeaf();
   const sub = intExpr(depth - 1, tensors);
   const options: fc.Arbitrary<Expr>[] = [
-    intLeaf(tensors),
-    fc.tuple(sub, sub, fc.constantFrom('add', 'sub', 'mul', 'min', 'max') as fc.Arbitrary<'add'>).map(([a, b, op]) => a[op](b)),
-    fc.tuple(sub, fc.integer({ min: -9, max: 9 }), fc.constantFrom('div', 'mod') as fc.Arbitrary<'div'>).map(([a, c, op]) => a[op](c)),
-    fc.tuple(sub, sub, fc.constantFrom('div', 'mod') as fc.Arbitrary<'div'>).map(([a, b, op]) => a[op](b)),
+    intLeaf(),
+    fc
+      .tuple(sub, sub, fc.constantFrom('add', 'sub', 'mul', 'min', 'max') as fc.Arbitrary<'add'>)
+      .map(([a, b, op]) => a[op](b)),
+    fc
+      .tuple(
+        sub,
+        fc.integer({ min: -9, max: 9 }),
+        fc.constantFrom('div', 'mod') as fc.Arbitrary<'div'>,
+      )
+      .map(([a, c, op]) => a[op](c)),
+    fc
+      .tuple(sub, sub, fc.constantFrom('div', 'mod') as fc.Arbitrary<'div'>)
+      .map(([a, b, op]) => a[op](b)),
     sub.map((a) => a.abs()),
     sub.map((a) => a.neg()),
     fc.tuple(boolExpr(depth - 1, tensors), sub, sub).map(([c, a, b]) => where(c, a, b)),
@@ -39,7 +49,9 @@ export function floatExpr(depth: number, tensors: TensorRef[] = []): fc.Arbitrar
   const sub = floatExpr(depth - 1, tensors);
   const options: fc.Arbitrary<Expr>[] = [
     leaf,
-    fc.tuple(sub, sub, fc.constantFrom('add', 'sub', 'mul', 'min', 'max') as fc.Arbitrary<'add'>).map(([a, b, op]) => a[op](b)),
+    fc
+      .tuple(sub, sub, fc.constantFrom('add', 'sub', 'mul', 'min', 'max') as fc.Arbitrary<'add'>)
+      .map(([a, b, op]) => a[op](b)),
     fc.tuple(sub, fc.double({ min: 0.5, max: 9, noNaN: true })).map(([a, c]) => a.div(c)),
     fc.tuple(sub, fc.double({ min: 0.5, max: 9, noNaN: true })).map(([a, c]) => a.mod(c)),
     sub.map((a) => a.abs().add(1).log()),
@@ -60,9 +72,13 @@ export function boolExpr(depth: number, tensors: TensorRef[] = []): fc.Arbitrary
   const ints = intExpr(Math.max(depth - 1, 0), tensors);
   const leaf = fc.oneof(
     fc.tuple(ints, ints, cmp).map(([a, b, op]) => a[op](b)),
-    fc.tuple(floatExpr(Math.max(depth - 2, 0), tensors), fc.double({ min: -5, max: 5, noNaN: true }), cmp).map(([a, c, op]) =>
-      a[op](c),
-    ),
+    fc
+      .tuple(
+        floatExpr(Math.max(depth - 2, 0), tensors),
+        fc.double({ min: -5, max: 5, noNaN: true }),
+        cmp,
+      )
+      .map(([a, c, op]) => a[op](c)),
   );
   if (depth <= 0) return leaf;
   const sub = boolExpr(depth - 1, tensors);

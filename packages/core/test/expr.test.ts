@@ -8,8 +8,8 @@ import {
   hashUnit,
   lit,
   maskMod,
-  scoreMod,
   SpecError,
+  scoreMod,
   tensor,
   vars,
   where,
@@ -57,7 +57,8 @@ describe('JS lowering agrees with direct evaluation', () => {
           for (const x of envs) {
             const got = f(x.b, x.h, x.q, x.kv, x.score);
             const want = evalRef(node, x, tensors);
-            if (!same(got, want)) throw new Error(`${emitJs(node)}\nat ${JSON.stringify(x)}: ${got} vs ${want}`);
+            if (!same(got, want))
+              throw new Error(`${emitJs(node)}\nat ${JSON.stringify(x)}: ${got} vs ${want}`);
           }
         }),
         { seed: 0x7e55e7a, numRuns: 300 },
@@ -73,7 +74,8 @@ describe('JS lowering agrees with direct evaluation', () => {
         ([, e], envs) => {
           const { node, tensors } = normalised(e);
           const f = compileJs(node, tensors);
-          for (const x of envs) expect(f(x.b, x.h, x.q, x.kv, x.score)).toBe(evalRef(node, x, tensors));
+          for (const x of envs)
+            expect(f(x.b, x.h, x.q, x.kv, x.score)).toBe(evalRef(node, x, tensors));
         },
       ),
       { seed: 42, numRuns: 200 },
@@ -110,12 +112,12 @@ describe('worked examples', () => {
   it('sliding window mask', () => {
     const w = maskMod(({ q, kv }) => q.ge(kv).and(q.sub(kv).lt(256)));
     const g = compileJs(normalised(w.expr).node);
-    expect([g(0, 0, 300, 45, 0), g(0, 0, 300, 44, 0), g(0, 0, 300, 301, 0), g(0, 0, 300, 300, 0)]).toEqual([
-      true,
-      false,
-      false,
-      true,
-    ]);
+    expect([
+      g(0, 0, 300, 45, 0),
+      g(0, 0, 300, 44, 0),
+      g(0, 0, 300, 301, 0),
+      g(0, 0, 300, 300, 0),
+    ]).toEqual([true, false, false, true]);
   });
   it('softcap', () => {
     const cap = scoreMod(({ score }) => score.div(30).tanh().mul(30));
@@ -131,9 +133,12 @@ describe('worked examples', () => {
 describe('the counter hash', () => {
   it('matches an independent BigInt implementation', () => {
     fc.assert(
-      fc.property(fc.array(fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), { minLength: 1, maxLength: 4 }), (args) => {
-        expect(hashUnit(args)).toBe(hashRef(args));
-      }),
+      fc.property(
+        fc.array(fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), { minLength: 1, maxLength: 4 }),
+        (args) => {
+          expect(hashUnit(args)).toBe(hashRef(args));
+        },
+      ),
       { seed: 1, numRuns: 500 },
     );
   });
@@ -159,17 +164,53 @@ describe('type errors are SpecErrors that say what is wrong', () => {
     ['arithmetic on bool', () => vars.q.lt(1).add(1), /add needs numbers, got bool and i32/],
     ['and on numbers', () => vars.q.and(vars.kv), /and needs bools, got i32 and i32/],
     ['not on a number', () => vars.q.not(), /not needs a bool, got i32/],
-    ['float tensor index', () => tensor(new Float32Array(4)).at(vars.q.toFloat()), /tensor index must be i32, got f32/],
-    ['non-bool where condition', () => where(vars.q, 1, 2), /where\(\) condition must be bool, got i32/],
-    ['where branches bool and number', () => where(vars.q.lt(1), true, 2), /where\(\) branches must have one type/],
-    ['mask returning a number', () => maskMod(({ q }) => q), /mask expression must be bool, got i32/],
-    ['mask reading score', () => maskMod(() => vars.score.gt(0)), /mask expressions cannot read score/],
-    ['score mod returning bool', () => scoreMod(({ score }) => score.gt(0)), /score modification must be a number, got bool/],
-    ['hash of a float', () => hash(1, vars.q.toFloat()), /hash\(\) argument 1 must be i32, got f32/],
+    [
+      'float tensor index',
+      () => tensor(new Float32Array(4)).at(vars.q.toFloat()),
+      /tensor index must be i32, got f32/,
+    ],
+    [
+      'non-bool where condition',
+      () => where(vars.q, 1, 2),
+      /where\(\) condition must be bool, got i32/,
+    ],
+    [
+      'where branches bool and number',
+      () => where(vars.q.lt(1), true, 2),
+      /where\(\) branches must have one type/,
+    ],
+    [
+      'mask returning a number',
+      () => maskMod(({ q }) => q),
+      /mask expression must be bool, got i32/,
+    ],
+    [
+      'mask reading score',
+      () => maskMod(() => vars.score.gt(0)),
+      /mask expressions cannot read score/,
+    ],
+    [
+      'score mod returning bool',
+      () => scoreMod(({ score }) => score.gt(0)),
+      /score modification must be a number, got bool/,
+    ],
+    [
+      'hash of a float',
+      () => hash(1, vars.q.toFloat()),
+      /hash\(\) argument 1 must be i32, got f32/,
+    ],
     ['NaN literal', () => vars.q.add(Number.NaN), /expression literal must be a number, got NaN/],
-    ['i32 literal out of range', () => lit(2 ** 40, 'i32'), /i32 literal must be an integer in \[-2\^31, 2\^31\), got/],
+    [
+      'i32 literal out of range',
+      () => lit(2 ** 40, 'i32'),
+      /i32 literal must be an integer in \[-2\^31, 2\^31\), got/,
+    ],
     ['empty tensor', () => tensor(new Float32Array(0)), /tensor\(\) needs at least one element/],
-    ['wrong tensor type', () => tensor(new Float64Array(2) as unknown as Float32Array), /tensor\(\) takes a Float32Array or an Int32Array/],
+    [
+      'wrong tensor type',
+      () => tensor(new Float64Array(2) as unknown as Float32Array),
+      /tensor\(\) takes a Float32Array or an Int32Array/,
+    ],
   ];
   for (const [name, fn, message] of cases) {
     it(name, () => {

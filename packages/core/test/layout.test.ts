@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   type BlockLayout,
   BlockLayoutBuilder,
+  blockLayout,
   compileJs,
   defineAttention,
   deriveBlockLayout,
@@ -16,7 +17,6 @@ import {
   layoutStats,
   maskMod,
   SpecError,
-  blockLayout,
   tensor,
   vars,
 } from '../src/index.js';
@@ -33,7 +33,13 @@ const ctxArb = fc.record({
 });
 
 function maskNode(e: Expr) {
-  const spec = defineAttention({ batch: 1, headsQ: 1, seqQ: 4, headDim: 4, mask: maskMod(() => e) });
+  const spec = defineAttention({
+    batch: 1,
+    headsQ: 1,
+    seqQ: 4,
+    headDim: 4,
+    mask: maskMod(() => e),
+  });
   return { node: spec.mask?.expr ?? null, tensors: spec.tensors.map((t) => t.data) };
 }
 
@@ -57,8 +63,10 @@ function checkSound(layout: BlockLayout, e: Expr, ctx: LayoutContext): void {
           for (let kv = 0; kv < ctx.seqKV; kv++) {
             const on = evalRef(node, { b, h, q, kv, score: 0 }, tensors) as boolean;
             const j = Math.floor(kv / ctx.blockKV);
-            if (on && !listed.has(j)) throw new Error(`b${b} h${h} (${q}, ${kv}) is unmasked but block ${j} is skipped`);
-            if (!on && listed.get(j)) throw new Error(`b${b} h${h} (${q}, ${kv}) is masked but block ${j} is called full`);
+            if (on && !listed.has(j))
+              throw new Error(`b${b} h${h} (${q}, ${kv}) is unmasked but block ${j} is skipped`);
+            if (!on && listed.get(j))
+              throw new Error(`b${b} h${h} (${q}, ${kv}) is masked but block ${j} is called full`);
           }
         }
       }
@@ -106,14 +114,20 @@ describe('derived layouts', () => {
     // Row i visits blocks i-8 .. i (the window's far edge and the diagonal partial, 7 full between);
     // the first 8 rows are cut short by the sequence start: 9 * nq - (8 + 7 + ... + 1).
     expect(layout.kvBlocks.length).toBe(9 * nq - 36);
-    expect(layoutStats(layout, 1, 1).fullBlocks).toBe(7 * (nq - 8) + (0 + 1 + 2 + 3 + 4 + 5 + 6 + 7));
+    expect(layoutStats(layout, 1, 1).fullBlocks).toBe(
+      7 * (nq - 8) + (0 + 1 + 2 + 3 + 4 + 5 + 6 + 7),
+    );
     // Per-element work only on the two boundary blocks of each row: far below N² = 6.9e10.
     expect(counters.elementEvals).toBeLessThanOrEqual(nq * 2 * 128 * 128);
     expect(counters.intervalEvals).toBeLessThan(nq * 4 * Math.log2(nq));
   });
 
   it('follow per-head and per-batch masks with one slice each', () => {
-    const dil = vars.q.sub(vars.kv).mod(vars.h.add(1)).eq(0).and(vars.b.eq(0).or(vars.q.ge(vars.kv)));
+    const dil = vars.q
+      .sub(vars.kv)
+      .mod(vars.h.add(1))
+      .eq(0)
+      .and(vars.b.eq(0).or(vars.q.ge(vars.kv)));
     const ctx = { seqQ: 37, seqKV: 29, blockQ: 8, blockKV: 5, batch: 2, headsQ: 3 };
     const { node, tensors } = maskNode(dil);
     const l = deriveBlockLayout(node, tensors, ctx);
@@ -131,7 +145,7 @@ describe('derived layouts', () => {
     const l = deriveBlockLayout(node, tensors, ctx, counters);
     expect(layoutDifference(l, exactBlockLayout(node, tensors, ctx))).toBeNull();
     // Only blocks straddling a document boundary need per-element work.
-    expect(counters.elementEvals).toBeLessThan(100 * 100 / 2);
+    expect(counters.elementEvals).toBeLessThan((100 * 100) / 2);
   });
 
   it('random block masks resolve exactly at block granularity', () => {
@@ -145,7 +159,9 @@ describe('derived layouts', () => {
     const f = compileJs(node as never, tensors);
     for (let i = 0; i < l.numQBlocks; i++) {
       const row = Array.from(l.kvBlocks.slice(l.rowStart[i], l.rowStart[i + 1]));
-      const want = Array.from({ length: l.numKVBlocks }, (_, j) => j).filter((j) => f(0, 0, i * B, j * B, 0));
+      const want = Array.from({ length: l.numKVBlocks }, (_, j) => j).filter((j) =>
+        f(0, 0, i * B, j * B, 0),
+      );
       expect(row).toEqual(want);
     }
   });
@@ -161,7 +177,13 @@ describe('layouts from specs', () => {
     expect(() => blockLayout(spec)).toThrow(/rows|seqQ/);
   });
   it('default to the tiling hints and cache per block size', () => {
-    const spec = defineAttention({ batch: 1, headsQ: 2, seqQ: 100, headDim: 8, tiling: { blockQ: 32, blockKV: 16 } });
+    const spec = defineAttention({
+      batch: 1,
+      headsQ: 2,
+      seqQ: 100,
+      headDim: 8,
+      tiling: { blockQ: 32, blockKV: 16 },
+    });
     const l = blockLayout(spec);
     expect([l.blockQ, l.blockKV, l.numQBlocks, l.numKVBlocks]).toEqual([32, 16, 4, 7]);
     expect(blockLayout(spec)).toBe(l);

@@ -29,7 +29,11 @@ export interface Env {
   score: number;
 }
 
-export function evalRef(n: ExprNode, env: Env, tensors: readonly ArrayLike<number>[] = []): number | boolean {
+export function evalRef(
+  n: ExprNode,
+  env: Env,
+  tensors: readonly ArrayLike<number>[] = [],
+): number | boolean {
   const ev = (x: ExprNode) => evalRef(x, env, tensors);
   const num = (x: ExprNode) => ev(x) as number;
   switch (n.op) {

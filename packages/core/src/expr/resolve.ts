@@ -19,9 +19,16 @@ export function mapTensors<A, B>(node: ExprNode<A>, f: (t: A) => B): ExprNode<B>
       case 'hash':
         return Object.freeze({ ...n, args: Object.freeze(n.args.map(rec)) });
       case 'load':
-        return Object.freeze({ op: 'load', type: n.type, tensor: f(n.tensor), index: rec(n.index) });
+        return Object.freeze({
+          op: 'load',
+          type: n.type,
+          tensor: f(n.tensor),
+          index: rec(n.index),
+        });
       default:
-        throw new SpecError(`unknown expression node ${JSON.stringify((n as { op?: unknown })?.op)}`);
+        throw new SpecError(
+          `unknown expression node ${JSON.stringify((n as { op?: unknown })?.op)}`,
+        );
     }
   };
   return rec(node);
@@ -30,9 +37,9 @@ export function mapTensors<A, B>(node: ExprNode<A>, f: (t: A) => B): ExprNode<B>
 /** Replaces captured-tensor objects by slots in one shared table. */
 export function resolveTensors(node: BuilderNode, slots: TensorRef[]): ExprNode {
   return mapTensors(node, (t) => {
-    if (!(t instanceof TensorRef)) throw new SpecError('load node must refer to a tensor() capture');
+    if (!(t instanceof TensorRef))
+      throw new SpecError('load node must refer to a tensor() capture');
     const slot = slots.indexOf(t);
     return slot >= 0 ? slot : slots.push(t) - 1;
   });
 }
-
