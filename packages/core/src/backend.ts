@@ -10,9 +10,40 @@ export interface RunOptions {
   readonly blockKV?: number;
 }
 
+export interface BenchmarkOptions extends RunOptions {
+  /** Untimed runs first (compilation, caches). */
+  readonly warmup: number;
+  /** Timed runs; input sets are used in turn so caches do not flatter. */
+  readonly repeat: number;
+}
+
+export interface BenchmarkResult {
+  /** One time per timed run, in milliseconds. */
+  readonly timesMs: readonly number[];
+  /** 'device': GPU timestamps or events around the kernels only; 'wall': host clock around run(). */
+  readonly timing: 'device' | 'wall';
+  /** Most device memory the backend held at once during the runs, if it tracks it. */
+  readonly peakDeviceBytes?: number;
+  /** Memory it allocated for this spec beyond inputs and outputs (scores, LSE, index buffers). */
+  readonly extraDeviceBytes?: number;
+  /** Outputs of the last timed run (in input set `(repeat - 1) % inputSets.length`). */
+  readonly outputs: AttentionOutputs;
+}
+
 /** What every backend offers (createCpuBackend, createWebGpuBackend, createCudaBackend). */
 export interface AttentionBackend {
   readonly name: string;
+  /** The device it runs on, for reports (e.g. "NVIDIA H100 80GB HBM3", "llvmpipe"). */
+  readonly device?: string;
+  /**
+   * Optional: times `spec` with inputs uploaded once per set, as precisely as the backend can
+   * (device timers where it has them). The bench uses this when present, else times run().
+   */
+  benchmark?(
+    spec: AttentionSpec,
+    inputSets: readonly AttentionInputs[],
+    options: BenchmarkOptions,
+  ): Promise<BenchmarkResult>;
   /**
    * Runs `spec` on `inputs` (Float32Array in the spec's layout). Rejects with SpecError,
    * InputError, UnsupportedError or ResourceLimitError before producing any output.

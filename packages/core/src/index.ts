@@ -1,4 +1,4 @@
-export type { AttentionBackend, RunOptions } from './backend.js';
+export type { AttentionBackend, BenchmarkOptions, BenchmarkResult, RunOptions } from './backend.js';
 export {
   InputError,
   ResourceLimitError,
@@ -42,6 +42,7 @@ export {
   varsUsed,
 } from './expr/nodes.js';
 export { mapTensors, resolveTensors } from './expr/resolve.js';
+export { gaussianAt, linearInputScales, randomFeatureMatrix } from './features.js';
 export {
   type AttentionInputs,
   type AttentionOutputs,
