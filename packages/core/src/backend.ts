@@ -53,6 +53,8 @@ export interface AttentionBackend {
     inputs: AttentionInputs,
     options?: RunOptions,
   ): Promise<AttentionOutputs>;
+  /** Optional: the source this backend generates for `spec` (WGSL, CUDA C++, JS), for `--emit`. */
+  emitSource?(spec: AttentionSpec, options?: RunOptions): string;
   /** Frees what the backend holds (device memory, compiled kernels). */
   dispose(): Promise<void>;
 }
