@@ -1,0 +1,277 @@
+// An independent dense attention, written for the tests from the documented semantics: a tiny
+// tree-walking interpreter for mask and score expressions (not core's compileJs), every (q, kv)
+// pair evaluated and the scores of a row materialised, f64 throughout. Slow and obvious on purpose.
+import {
+  type AttentionInputs,
+  type AttentionOutputs,
+  type AttentionSpec,
+  type ExprNode,
+  randomFeatureMatrix,
+} from '@tessera/core';
+
+// ---- expressions -------------------------------------------------------------------------------
+
+const i32 = (x: number): number => x | 0;
+
+function mix(x: number): number {
+  let h = x >>> 0;
+  h = (h ^ (h >>> 16)) >>> 0;
+  h = Math.imul(h, 0x7feb352d) >>> 0;
+  h = (h ^ (h >>> 15)) >>> 0;
+  h = Math.imul(h, 0x846ca68b) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+export interface Env {
+  b: number;
+  h: number;
+  q: number;
+  kv: number;
+  score: number;
+}
+
+export function evaluate(
+  n: ExprNode,
+  env: Env,
+  tensors: readonly ArrayLike<number>[],
+): number | boolean {
+  const num = (x: ExprNode): number => evaluate(x, env, tensors) as number;
+  const bool = (x: ExprNode): boolean => evaluate(x, env, tensors) as boolean;
+  switch (n.op) {
+    case 'const':
+      return n.type === 'bool' ? n.value !== 0 : n.value;
+    case 'var':
+      return env[n.name];
+    case 'cast':
+      return n.type === 'i32' ? i32(Math.trunc(num(n.a))) : num(n.a);
+    case 'select':
+      return bool(n.cond) ? evaluate(n.a, env, tensors) : evaluate(n.b, env, tensors);
+    case 'load': {
+      const t = tensors[n.tensor];
+      const i = num(n.index);
+      return i >= 0 && i < t.length ? t[i] : 0;
+    }
+    case 'hash': {
+      let h = 0;
+      for (const a of n.args) h = mix(h ^ mix((num(a) + 0x9e3779b9) >>> 0));
+      return Math.floor(h / 256) / 16777216;
+    }
+    case 'unary': {
+      if (n.fn === 'not') return !bool(n.a);
+      const x = num(n.a);
+      const int = n.type === 'i32';
+      switch (n.fn) {
+        case 'neg':
+          return int ? i32(-x) : -x;
+        case 'abs':
+          return int ? i32(Math.abs(x)) : Math.abs(x);
+        case 'exp':
+          return Math.exp(x);
+        case 'exp2':
+          return 2 ** x;
+        case 'log':
+          return Math.log(x);
+        case 'tanh':
+          return Math.tanh(x);
+        case 'sqrt':
+          return Math.sqrt(x);
+        case 'floor':
+          return Math.floor(x);
+      }
+      throw new Error(`unknown unary ${n.fn}`);
+    }
+    case 'binary': {
+      if (n.fn === 'and') return bool(n.a) && bool(n.b);
+      if (n.fn === 'or') return bool(n.a) || bool(n.b);
+      const a = evaluate(n.a, env, tensors) as number;
+      const b = evaluate(n.b, env, tensors) as number;
+      const int = n.type === 'i32';
+      switch (n.fn) {
+        case 'add':
+          return int ? i32(a + b) : a + b;
+        case 'sub':
+          return int ? i32(a - b) : a - b;
+        case 'mul':
+          return int ? Number(BigInt.asIntN(32, BigInt(a) * BigInt(b))) : a * b;
+        case 'div':
+          return int ? (b === 0 ? 0 : i32(Math.trunc(a / b))) : a / b;
+        case 'mod':
+          return int ? (b === 0 ? 0 : i32(a % b)) : a % b;
+        case 'min':
+          return Math.min(a, b);
+        case 'max':
+          return Math.max(a, b);
+        case 'lt':
+          return a < b;
+        case 'le':
+          return a <= b;
+        case 'gt':
+          return a > b;
+        case 'ge':
+          return a >= b;
+        case 'eq':
+          return a === b;
+        case 'ne':
+          return a !== b;
+      }
+      throw new Error(`unknown binary ${n.fn}`);
+    }
+  }
+}
+
+// ---- dtype rounding (round half to even on the target grid) -------------------------------------
+
+function roundToGrid(x: number, spacing: number): number {
+  const t = x / spacing;
+  const f = Math.floor(t);
+  const frac = t - f;
+  const n = frac > 0.5 ? f + 1 : frac < 0.5 ? f : f % 2 === 0 ? f : f + 1;
+  return n * spacing;
+}
+
+/** floor(log2 |x|), exactly (Math.log2 may be off by one next to powers of two). */
+function exponent(x: number): number {
+  const a = Math.abs(x);
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  if (2 ** (e + 1) <= a) e++;
+  return e;
+}
+
+/** f16: 10 fraction bits, exponents -14..15, subnormal spacing 2^-24, overflow to ±Infinity. */
+export function toF16(x: number): number {
+  if (x === 0) return x;
+  const e = Math.max(exponent(x), -14);
+  const r = roundToGrid(x, 2 ** (e - 10));
+  return Math.abs(r) >= 65520 ? Math.sign(x) * Number.POSITIVE_INFINITY : r;
+}
+
+/** bf16: f32's exponent range with 7 fraction bits. */
+export function toBf16(x: number): number {
+  if (x === 0) return x;
+  const e = exponent(x);
+  return Math.fround(roundToGrid(x, 2 ** (Math.max(e, -126) - 7)));
+}
+
+function rounded(t: Float32Array, dtype: AttentionSpec['dtype']): Float64Array {
+  const f = dtype === 'f16' ? toF16 : dtype === 'bf16' ? toBf16 : (x: number) => x;
+  return Float64Array.from(t, f);
+}
+
+// ---- attention -----------------------------------------------------------------------------------
+
+function index(
+  layout: AttentionSpec['layout'],
+  heads: number,
+  seq: number,
+  dim: number,
+  b: number,
+  h: number,
+  s: number,
+  d: number,
+): number {
+  return layout === 'bhsd'
+    ? ((b * heads + h) * seq + s) * dim + d
+    : ((b * seq + s) * heads + h) * dim + d;
+}
+
+/** Feature map φ of a linear kernel, unstabilised, straight from the formulas in core's features.ts. */
+function featureMap(spec: AttentionSpec): (x: number[]) => number[] {
+  const k = spec.kernel;
+  if (k.type !== 'linear') throw new Error('not linear');
+  const D = spec.headDim;
+  if (k.featureMap === 'elu+1') return (x) => x.map((v) => (v > 0 ? v + 1 : Math.exp(v)));
+  if (k.featureMap === 'relu') return (x) => x.map((v) => Math.max(v, 0));
+  const w = randomFeatureMatrix(k, D);
+  const m = k.features;
+  const proj = (x: number[]) =>
+    Array.from({ length: m }, (_, r) => x.reduce((s, v, c) => s + w[r * D + c] * v, 0));
+  const sq = (x: number[]) => x.reduce((s, v) => s + v * v, 0);
+  if (k.featureMap === 'favor+')
+    return (x) => proj(x).map((p) => Math.exp(p - sq(x) / 2) / Math.sqrt(m));
+  return (x) => {
+    const p = proj(x);
+    const a = Math.exp(sq(x) / 2) / Math.sqrt(m);
+    return [...p.map((v) => a * Math.sin(v)), ...p.map((v) => a * Math.cos(v))];
+  };
+}
+
+/** Dense reference attention: out and lse of every (b, h, q) by direct summation. */
+export function denseAttention(spec: AttentionSpec, inputs: AttentionInputs): AttentionOutputs {
+  const { batch: B, headsQ: H, headsKV: HK, seqQ: SQ, seqKV: SK, headDim: D } = spec;
+  const DV = spec.headDimV;
+  const q = rounded(inputs.q, spec.dtype);
+  const k = rounded(inputs.k, spec.dtype);
+  const v = rounded(inputs.v, spec.dtype);
+  const tensors = spec.tensors.map((t) => t.data);
+  const out = new Float32Array(B * H * SQ * DV);
+  const lse = new Float32Array(B * H * SQ);
+  const row = (
+    t: Float64Array,
+    heads: number,
+    seq: number,
+    dim: number,
+    b: number,
+    h: number,
+    s: number,
+  ) => Array.from({ length: dim }, (_, d) => t[index(spec.layout, heads, seq, dim, b, h, s, d)]);
+  const linear = spec.kernel.type === 'linear';
+  const phi = linear ? featureMap(spec) : null;
+  const sqrtScale = Math.sqrt(Math.abs(spec.scale));
+
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const hk = Math.floor((h * HK) / H);
+      for (let i = 0; i < SQ; i++) {
+        const qi = row(q, H, SQ, D, b, h, i);
+        const weights: number[] = [];
+        const values: number[][] = [];
+        if (phi) {
+          const fx = phi(qi.map((x) => Math.sign(spec.scale) * sqrtScale * x));
+          for (let j = 0; j < SK; j++) {
+            if (spec.mask && !(j <= i)) continue;
+            const fy = phi(row(k, HK, SK, D, b, hk, j).map((x) => sqrtScale * x));
+            weights.push(fx.reduce((s, x, f) => s + x * fy[f], 0));
+            values.push(row(v, HK, SK, DV, b, hk, j));
+          }
+          const den = weights.reduce((s, w) => s + w, 0);
+          if (!(den > 0)) {
+            lse[(b * H + h) * SQ + i] = Number.NEGATIVE_INFINITY;
+            continue;
+          }
+          for (let d = 0; d < DV; d++) {
+            const num = weights.reduce((s, w, n) => s + w * values[n][d], 0);
+            out[index(spec.layout, H, SQ, DV, b, h, i, d)] = num / den;
+          }
+          lse[(b * H + h) * SQ + i] = Math.log(den);
+          continue;
+        }
+        const scores: number[] = [];
+        for (let j = 0; j < SK; j++) {
+          const env = { b, h, q: i, kv: j, score: 0 };
+          if (spec.mask && !evaluate(spec.mask.expr, env, tensors)) continue;
+          const kj = row(k, HK, SK, D, b, hk, j);
+          let s = spec.scale * qi.reduce((acc, x, d) => acc + x * kj[d], 0);
+          if (spec.scoreMod)
+            s = evaluate(spec.scoreMod.expr, { ...env, score: s }, tensors) as number;
+          if (s === Number.NEGATIVE_INFINITY) continue;
+          scores.push(s);
+          values.push(row(v, HK, SK, DV, b, hk, j));
+        }
+        if (scores.length === 0) {
+          lse[(b * H + h) * SQ + i] = Number.NEGATIVE_INFINITY;
+          continue;
+        }
+        const max = scores.reduce((a, x) => Math.max(a, x), Number.NEGATIVE_INFINITY);
+        const w = scores.map((s) => Math.exp(s - max));
+        const sum = w.reduce((a, x) => a + x, 0);
+        for (let d = 0; d < DV; d++) {
+          out[index(spec.layout, H, SQ, DV, b, h, i, d)] =
+            w.reduce((a, x, n) => a + x * values[n][d], 0) / sum;
+        }
+        lse[(b * H + h) * SQ + i] = max + Math.log(sum);
+      }
+    }
+  }
+  return { out, lse };
+}
