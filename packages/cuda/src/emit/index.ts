@@ -1,0 +1,85 @@
+import { type AttentionSpec, UnsupportedError } from '@tessera/core';
+import { GENERATOR_VERSION, type KernelEntry } from './common.js';
+import { defaultMmaTiling, emitFlashMma, mmaEligible } from './flash-mma.js';
+import { defaultSimtTiling, emitFlashSimt, SIMT_BLOCK_KV } from './flash-simt.js';
+import { emitLinear } from './linear.js';
+
+export { GENERATOR_VERSION, type KernelEntry, packParams, type ParamField } from './common.js';
+
+/** Which kernel family a module holds. */
+export type CudaPath = 'mma' | 'simt' | 'linear';
+
+export interface EmitOptions {
+  /** Query rows per block (softmax kernels); must match the block layout the run uses. */
+  readonly blockQ?: number;
+  /** Keys per block (softmax kernels). */
+  readonly blockKV?: number;
+  /** Force the CUDA-core path for a 16-bit spec (tests, comparisons). */
+  readonly path?: 'mma' | 'simt';
+}
+
+/** A generated CUDA module: deterministic source plus how to launch what is in it. */
+export interface CudaModuleSource {
+  readonly source: string;
+  readonly path: CudaPath;
+  /** Block sizes the layout must be built with (softmax kernels). */
+  readonly blockQ: number;
+  readonly blockKV: number;
+  /** Kernels in launch order. */
+  readonly kernels: readonly KernelEntry[];
+  readonly generatorVersion: number;
+}
+
+const MAX_SOFTMAX_DIM = 512;
+
+/**
+ * Lowers a spec to one CUDA C++ module. Softmax specs get a flash-attention forward kernel
+ * (tensor cores for 16-bit inputs whose head dims are multiples of 8 up to 256, CUDA cores
+ * otherwise); linear specs get a feature-map kernel and a chunked scan kernel.
+ */
+export function emitCuda(spec: AttentionSpec, options: EmitOptions = {}): CudaModuleSource {
+  if (spec.kernel.type === 'linear') return emitLinear(spec);
+  if (Math.max(spec.headDim, spec.headDimV) > MAX_SOFTMAX_DIM) {
+    throw new UnsupportedError(
+      `cuda: head dims up to ${MAX_SOFTMAX_DIM} are supported (got headDim ${spec.headDim}, headDimV ${spec.headDimV})`,
+    );
+  }
+  const wantMma = options.path !== 'simt' && mmaEligible(spec);
+  if (options.path === 'mma' && !wantMma) {
+    throw new UnsupportedError(
+      `cuda: the tensor-core path needs f16/bf16 and head dims that are multiples of 8 up to 256 (got ${spec.dtype}, ${spec.headDim}/${spec.headDimV})`,
+    );
+  }
+  const name = `tsr_attn_${spec.hash.slice(0, 12)}`;
+  // The spec's tiling hints are used when this path can take them; explicit options must fit.
+  const hint = (x: number | undefined, ok: (v: number) => boolean) =>
+    x !== undefined && ok(x) ? x : undefined;
+  if (wantMma) {
+    const d = defaultMmaTiling(spec);
+    const fits = (v: number) => v % 16 === 0 && v >= 16 && v <= 128;
+    const t = {
+      blockQ: options.blockQ ?? hint(spec.tiling.blockQ, fits) ?? d.blockQ,
+      blockKV: options.blockKV ?? hint(spec.tiling.blockKV, fits) ?? d.blockKV,
+    };
+    if (!fits(t.blockQ) || !fits(t.blockKV)) {
+      throw new UnsupportedError(
+        `cuda: the tensor-core kernel takes blockQ and blockKV in 16, 32, ..., 128 (got ${t.blockQ} × ${t.blockKV})`,
+      );
+    }
+    const { source, entry } = emitFlashMma(spec, t, name);
+    return { source, path: 'mma', ...t, kernels: [entry], generatorVersion: GENERATOR_VERSION };
+  }
+  const d = defaultSimtTiling(spec);
+  const fitsQ = (v: number) => v % 4 === 0 && v >= 4 && v <= 64;
+  const t = {
+    blockQ: options.blockQ ?? hint(spec.tiling.blockQ, fitsQ) ?? d.blockQ,
+    blockKV: options.blockKV ?? SIMT_BLOCK_KV,
+  };
+  if (t.blockKV !== SIMT_BLOCK_KV || !fitsQ(t.blockQ)) {
+    throw new UnsupportedError(
+      `cuda: the CUDA-core kernel takes blockKV ${SIMT_BLOCK_KV} and blockQ in 4, 8, ..., 64 (got ${t.blockQ} × ${t.blockKV})`,
+    );
+  }
+  const { source, entry } = emitFlashSimt(spec, t.blockQ, name);
+  return { source, path: 'simt', ...t, kernels: [entry], generatorVersion: GENERATOR_VERSION };
+}
