@@ -4,7 +4,12 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
-const roots = [process.env.CUDA_HOME, process.env.CUDA_PATH, '/usr/local/cuda', '/usr/local/cuda-13.0'];
+const roots = [
+  process.env.CUDA_HOME,
+  process.env.CUDA_PATH,
+  '/usr/local/cuda',
+  '/usr/local/cuda-13.0',
+];
 const include = roots
   .filter(Boolean)
   .map((root) => join(root, 'include'))

@@ -41,7 +41,8 @@ export function packParams(
     const v = values[f.name];
     if (v === undefined) throw new Error(`kernel parameter '${f.name}' has no value`);
     const at = offsets[i] as number;
-    if (f.type === 'ptr' || f.type === 'i64') view.setBigUint64(at, BigInt.asUintN(64, BigInt(v)), true);
+    if (f.type === 'ptr' || f.type === 'i64')
+      view.setBigUint64(at, BigInt.asUintN(64, BigInt(v)), true);
     else if (f.type === 'i32') view.setInt32(at, Number(v), true);
     else view.setFloat32(at, Number(v), true);
   });

@@ -64,13 +64,19 @@ export function mmaSharedBytes(spec: AttentionSpec, t: MmaTiling): number {
  * walks the CSR block layout, so skipped blocks cost nothing, and evaluates the mask only in
  * partial blocks (sequence bounds only in the last KV block when Skv is not a multiple of BN).
  */
-export function emitFlashMma(spec: AttentionSpec, tiling: MmaTiling, kernelName: string): {
+export function emitFlashMma(
+  spec: AttentionSpec,
+  tiling: MmaTiling,
+  kernelName: string,
+): {
   source: string;
   entry: KernelEntry;
 } {
   const { blockQ: BM, blockKV: BN } = tiling;
-  if (BM % 16 !== 0 || BM < 16 || BM > 128) throw new Error(`blockQ ${BM} must be 16..128, a multiple of 16`);
-  if (BN % 16 !== 0 || BN < 16 || BN > 128) throw new Error(`blockKV ${BN} must be 16..128, a multiple of 16`);
+  if (BM % 16 !== 0 || BM < 16 || BM > 128)
+    throw new Error(`blockQ ${BM} must be 16..128, a multiple of 16`);
+  if (BN % 16 !== 0 || BN < 16 || BN > 128)
+    throw new Error(`blockKV ${BN} must be 16..128, a multiple of 16`);
   const DP = roundUp(spec.headDim, 16);
   const DVP = roundUp(spec.headDimV, 16);
   const threads = (BM / 16) * 32;

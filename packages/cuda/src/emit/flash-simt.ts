@@ -1,5 +1,11 @@
 import type { AttentionSpec } from '@tessera/core';
-import { type KernelEntry, modulePrelude, paramStruct, scoreFunctions, shapeConstants } from './common.js';
+import {
+  type KernelEntry,
+  modulePrelude,
+  paramStruct,
+  scoreFunctions,
+  shapeConstants,
+} from './common.js';
 import { softmaxParams } from './flash-mma.js';
 
 /** The CUDA-core path's key block: one key per lane. */

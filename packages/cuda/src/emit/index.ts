@@ -4,7 +4,7 @@ import { defaultMmaTiling, emitFlashMma, mmaEligible } from './flash-mma.js';
 import { defaultSimtTiling, emitFlashSimt, SIMT_BLOCK_KV } from './flash-simt.js';
 import { emitLinear } from './linear.js';
 
-export { GENERATOR_VERSION, type KernelEntry, packParams, type ParamField } from './common.js';
+export { GENERATOR_VERSION, type KernelEntry, type ParamField, packParams } from './common.js';
 
 /** Which kernel family a module holds. */
 export type CudaPath = 'mma' | 'simt' | 'linear';

@@ -46,7 +46,9 @@ export function emitLinear(spec: AttentionSpec): CudaModuleSource {
   if (spec.kernel.type !== 'linear') throw new Error('emitLinear needs a linear kernel');
   const causal = spec.mask !== null;
   if (spec.mask && !isCausalExpr(spec.mask.expr)) {
-    throw new UnsupportedError(`cuda: linear kernels take no mask or a causal mask (got '${spec.mask.name}')`);
+    throw new UnsupportedError(
+      `cuda: linear kernels take no mask or a causal mask (got '${spec.mask.name}')`,
+    );
   }
   const { featureMap, features: M } = spec.kernel;
   const F = featureDim(spec);

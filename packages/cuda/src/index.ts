@@ -1,0 +1,34 @@
+export {
+  CudaBackend,
+  type CudaBackendOptions,
+  type CudaInputs,
+  type CudaRunOptions,
+  createCudaBackend,
+  type DeviceOutputs,
+} from './backend.js';
+export {
+  type CudaModuleSource,
+  type CudaPath,
+  type EmitOptions,
+  emitCuda,
+  GENERATOR_VERSION,
+  type KernelEntry,
+  type ParamField,
+  packParams,
+} from './emit/index.js';
+export { CudaCompileError, CudaError, CudaUnavailableError } from './errors.js';
+export { cudaRenderer, lowerCuda } from './expr-cuda.js';
+export { type CudaAddon, type DeviceInfo, loadAddon } from './runtime/addon.js';
+export {
+  COMPILE_FLAGS,
+  type CompiledImage,
+  compileWithNvcc,
+  defaultCacheDir,
+  findNvcc,
+  KernelCompiler,
+  nvccVersion,
+  readCacheEntry,
+  writeCacheEntry,
+} from './runtime/compiler.js';
+export { CudaDevice, type DeviceBuffer, MemoryPool } from './runtime/device.js';
+export { CudaTensor, dtypeBytes } from './tensor.js';
