@@ -1,0 +1,108 @@
+import { blockLayout, defineAttention, maskMod, UnsupportedError } from '@tessera/core';
+import { causal } from '@tessera/patterns';
+import { describe, expect, it } from 'vitest';
+import { emitCuda, packParams } from '../src/emit/index.js';
+import { generatorCases } from './cases.js';
+
+const spec = (over: Partial<Parameters<typeof defineAttention>[0]> = {}) =>
+  defineAttention({ batch: 1, headsQ: 4, seqQ: 256, headDim: 64, dtype: 'bf16', ...over });
+
+describe('emitCuda', () => {
+  it('is deterministic and differs between specs', () => {
+    for (const s of Object.values(generatorCases))
+      expect(emitCuda(s).source).toBe(emitCuda(s).source);
+    const sources = new Set(Object.values(generatorCases).map((s) => emitCuda(s).source));
+    expect(sources.size).toBe(Object.keys(generatorCases).length);
+  });
+
+  it('picks tensor cores for 16-bit specs with head dims in multiples of 8, CUDA cores otherwise', () => {
+    expect(emitCuda(spec()).path).toBe('mma');
+    expect(emitCuda(spec({ dtype: 'f16', headDim: 256 })).path).toBe('mma');
+    expect(emitCuda(spec({ dtype: 'f32' })).path).toBe('simt');
+    expect(emitCuda(spec({ headDim: 20 })).path).toBe('simt');
+    expect(emitCuda(spec(), { path: 'simt' }).path).toBe('simt');
+    expect(emitCuda(generatorCases['linear-elu-causal'] as never).path).toBe('linear');
+    expect(() => emitCuda(spec({ dtype: 'f32' }), { path: 'mma' })).toThrow(UnsupportedError);
+    expect(() => emitCuda(spec({ headDim: 600 }))).toThrow(/head dims up to 512/);
+  });
+
+  it('takes valid block sizes from options and tiling hints, and names invalid ones', () => {
+    expect(emitCuda(spec(), { blockQ: 64, blockKV: 32 })).toMatchObject({
+      blockQ: 64,
+      blockKV: 32,
+    });
+    expect(emitCuda(spec({ tiling: { blockQ: 32 } }))).toMatchObject({ blockQ: 32, blockKV: 64 });
+    // A hint this path cannot take falls back to the default; an explicit option is an error.
+    expect(emitCuda(spec({ tiling: { blockQ: 100 } })).blockQ).toBe(128);
+    expect(() => emitCuda(spec(), { blockQ: 100 })).toThrow(
+      /blockQ and blockKV in 16, 32, ..., 128 \(got 100 × 64\)/,
+    );
+    expect(() => emitCuda(spec({ dtype: 'f32' }), { blockKV: 64 })).toThrow(/blockKV 32/);
+  });
+
+  it('inlines the mask only where the spec has one and bounds-checks only a short last block', () => {
+    const dense = emitCuda(spec()).source;
+    expect(dense).not.toContain('tsr_mask');
+    expect(dense).toContain('tsr_logits<false, false>');
+    expect(dense).not.toContain('<false, true>');
+    const masked = emitCuda(
+      spec({ seqQ: 250, mask: maskMod(({ q, kv }) => q.ge(kv).and(q.sub(kv).lt(100))) }),
+    ).source;
+    expect(masked).toContain('bool tsr_mask(int b, int h, int q, int kv');
+    expect(masked).toContain('if (p.full[e])');
+    expect(masked).toContain('tsr_logits<true, true>');
+    expect(masked).toContain('const bool bounded = j == NKB - 1;');
+  });
+
+  it('folds scale · log2(e) into one multiply without a score modification', () => {
+    const s = spec({ scale: 0.125 });
+    expect(emitCuda(s).source).toContain(`return dot * ${Math.fround(0.125 * Math.LOG2E)}f;`);
+  });
+
+  it('emits block sizes the core layout accepts', () => {
+    for (const s of Object.values(generatorCases)) {
+      const m = emitCuda(s);
+      if (m.path === 'linear') continue;
+      const layout = blockLayout(s, { blockQ: m.blockQ, blockKV: m.blockKV });
+      expect(layout.numQBlocks).toBe(Math.ceil(s.seqQ / m.blockQ));
+    }
+  });
+
+  it('matches the stored snapshots', () => {
+    const small = { batch: 1, headsQ: 2, headsKV: 1, seqQ: 100, headDim: 32 } as const;
+    expect(
+      emitCuda(defineAttention({ ...small, dtype: 'bf16', mask: causal() })).source,
+    ).toMatchSnapshot('mma causal gqa');
+    expect(emitCuda(generatorCases['simt-f32-document'] as never).source).toMatchSnapshot(
+      'simt document alibi',
+    );
+    expect(emitCuda(generatorCases['linear-favor-causal-bshd'] as never).source).toMatchSnapshot(
+      'linear favor+ causal',
+    );
+  });
+});
+
+describe('packParams', () => {
+  it('packs fields with natural alignment, as the C struct lays them out', () => {
+    const bytes = packParams(
+      [
+        { name: 'p', type: 'ptr', ctype: 'const float*' },
+        { name: 'n', type: 'i32', ctype: 'int' },
+        { name: 'x', type: 'f32', ctype: 'float' },
+        { name: 'm', type: 'i32', ctype: 'int' },
+        { name: 'big', type: 'i64', ctype: 'long long' },
+      ],
+      { p: 0x1122334455667788n, n: -5, x: 1.5, m: 7, big: 2 ** 40 + 3 },
+    );
+    const view = new DataView(bytes.buffer);
+    expect(bytes.length).toBe(32);
+    expect(view.getBigUint64(0, true)).toBe(0x1122334455667788n);
+    expect(view.getInt32(8, true)).toBe(-5);
+    expect(view.getFloat32(12, true)).toBe(1.5);
+    expect(view.getInt32(16, true)).toBe(7);
+    expect(view.getBigUint64(24, true)).toBe(BigInt(2 ** 40 + 3));
+    expect(() => packParams([{ name: 'q', type: 'ptr', ctype: 'float*' }], {})).toThrow(
+      /'q' has no value/,
+    );
+  });
+});
