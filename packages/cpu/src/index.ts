@@ -4,3 +4,4 @@ export {
   DEFAULT_MAX_NAIVE_BYTES,
   naiveBytes,
 } from './backend.js';
+export { type RowSelection, referenceRows } from './rows.js';
