@@ -1,0 +1,220 @@
+import { resolve } from 'node:path';
+import type { AttentionBackend, Dtype } from '@tessera/core';
+import { referenceRows } from '@tessera/cpu';
+import { SingleBar } from 'cli-progress';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { BACKENDS, type BackendName, loadBackend, loadBest } from './backends.js';
+import { type CaseResult, measureCase } from './measure.js';
+import { type PeerResult, runPeers } from './peers.js';
+import { type BenchReport, markdown, SCHEMA_VERSION, writeReport } from './report.js';
+import './patterns.js';
+import { buildCases, SUITES, type SuiteName } from './suites.js';
+import { parseInts, parseSizes } from './units.js';
+
+interface Flags {
+  backend: BackendName | 'all' | 'best';
+  suite: string;
+  seq?: number[];
+  dtype: Dtype;
+  batch: number;
+  heads?: number;
+  kvHeads?: number;
+  dim: number;
+  repeat?: number;
+  warmup: number;
+  baseline: boolean;
+  peers: boolean;
+  emit: boolean;
+  out?: string;
+  sampleRows: number;
+  progress: boolean;
+}
+
+const int = (flag: string) => (v: string) => {
+  try {
+    return parseInts(v, flag)[0] as number;
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+};
+
+const count = (flag: string) => (v: string) => {
+  if (!/^\d+$/.test(v))
+    throw new InvalidArgumentError(`${flag}: '${v}' must be a whole number ≥ 0`);
+  return Number(v);
+};
+
+function parseSuites(text: string): SuiteName[] {
+  if (text === 'all') return [...SUITES].filter((s) => s !== 'variants');
+  return text.split(',').map((s) => {
+    if (!(SUITES as readonly string[]).includes(s)) {
+      throw new InvalidArgumentError(`--suite: '${s}' is not one of ${SUITES.join(', ')}, all`);
+    }
+    return s as SuiteName;
+  });
+}
+
+/** Runs the CLI with `argv` as process.argv gives it; resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command('tessera-bench')
+    .description(
+      'Speed, memory and error of Tessera attention per variant, backend and size, with peers side by side.',
+    )
+    .addOption(
+      new Option('--backend <name>', 'backend to run')
+        .choices([...BACKENDS, 'all', 'best'])
+        .default('best'),
+    )
+    .option('--suite <names>', `comma list of ${SUITES.join(', ')} or all`, 'dense,causal')
+    .option(
+      '--seq <sizes>',
+      'sequence lengths, e.g. 1k,4k,16k (default depends on the backend)',
+      (v) => {
+        try {
+          return parseSizes(v);
+        } catch (e) {
+          throw new InvalidArgumentError((e as Error).message);
+        }
+      },
+    )
+    .addOption(
+      new Option('--dtype <dtype>', 'element type').choices(['f32', 'f16', 'bf16']).default('f32'),
+    )
+    .option('--batch <n>', 'batch size', int('--batch'), 1)
+    .option('--heads <n>', 'query heads (default: 2 on cpu, 16 on GPUs)', int('--heads'))
+    .option('--kv-heads <n>', 'key/value heads (default: = heads)', int('--kv-heads'))
+    .option('--dim <n>', 'head dimension', int('--dim'), 64)
+    .option('--repeat <n>', 'timed runs per case (default: 3 on cpu, 20 on GPUs)', int('--repeat'))
+    .option('--warmup <n>', 'untimed runs first', count('--warmup'), 1)
+    .option('--no-baseline', 'skip the naive (materialised N×N) baseline')
+    .option(
+      '--peers',
+      'also run PyTorch SDPA and FlexAttention (needs python3 with torch and a CUDA GPU)',
+      false,
+    )
+    .option('--emit', 'print the generated kernel source of each case and exit', false)
+    .option('--out <dir>', 'write report.json, report.md and SVG charts here')
+    .option(
+      '--sample-rows <n>',
+      'query rows checked against the CPU reference per case',
+      int('--sample-rows'),
+      8,
+    )
+    .option('--no-progress', 'no progress bar')
+    .exitOverride();
+  let suites: SuiteName[];
+  try {
+    program.parse(argv);
+  } catch (e) {
+    // commander has printed its message already
+    if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' ? 0 : 2;
+    throw e;
+  }
+  try {
+    suites = parseSuites(program.opts<Flags>().suite);
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}`);
+    return 2;
+  }
+  const flags = program.opts<Flags>();
+
+  const backends: AttentionBackend[] = [];
+  if (flags.backend === 'best') {
+    const { backend, skipped } = await loadBest();
+    for (const s of skipped) console.error(`note: ${s}`);
+    backends.push(backend);
+  } else {
+    for (const name of flags.backend === 'all' ? BACKENDS : [flags.backend]) {
+      const r = await loadBackend(name);
+      if (r.backend) backends.push(r.backend);
+      else if (flags.backend === 'all') console.error(`note: ${r.reason}`);
+      else {
+        console.error(`error: ${r.reason}`);
+        return 2;
+      }
+    }
+  }
+  const onCpu = backends.every((b) => b.name === 'cpu');
+  const heads = flags.heads ?? (onCpu ? 2 : 16);
+  const shape = {
+    batch: flags.batch,
+    heads,
+    headsKV: flags.kvHeads ?? heads,
+    dim: flags.dim,
+    dtype: flags.dtype,
+  };
+  const seqs = flags.seq ?? (onCpu ? [256, 512, 1024] : [1024, 4096, 16384]);
+  const repeat = flags.repeat ?? (onCpu ? 3 : 20);
+  const cases = buildCases(suites, seqs, shape);
+
+  if (flags.emit) {
+    for (const b of backends) {
+      for (const c of cases) {
+        console.log(`// ===== ${b.name}: ${c.id} =====`);
+        console.log(b.emitSource ? b.emitSource(c.build()) : `// ${b.name} generates no source`);
+      }
+    }
+    return 0;
+  }
+
+  const bar =
+    flags.progress && process.stderr.isTTY
+      ? new SingleBar({
+          format: ' {bar} {value}/{total} {case}',
+          hideCursor: true,
+          clearOnComplete: true,
+        })
+      : null;
+  bar?.start(cases.length * backends.length, 0, { case: '' });
+  const perBackend: BenchReport['backends'][number][] = [];
+  for (const b of backends) {
+    const results: CaseResult[] = [];
+    for (const c of cases) {
+      bar?.update({ case: `${b.name} ${c.id}` });
+      results.push(
+        await measureCase(b, c, {
+          warmup: flags.warmup,
+          repeat,
+          baseline: flags.baseline,
+          sampleRows: flags.sampleRows,
+          reference: referenceRows,
+        }),
+      );
+      bar?.increment();
+    }
+    perBackend.push({ name: b.name, device: b.device, results });
+  }
+  bar?.stop();
+
+  let peers: PeerResult[] = [];
+  if (flags.peers) {
+    const r = runPeers(cases, { warmup: Math.max(flags.warmup, 3), repeat });
+    if (r.error) console.error(`note: ${r.error}`);
+    peers = r.results;
+  }
+  for (const b of backends) await b.dispose();
+
+  const report: BenchReport = {
+    schema: 'tessera-bench',
+    version: SCHEMA_VERSION,
+    createdAt: new Date().toISOString(),
+    command: `tessera-bench ${argv.slice(2).join(' ')}`.trim(),
+    machine: {
+      node: process.version,
+      platform: `${process.platform}-${process.arch}`,
+      cpus: (await import('node:os')).cpus().length,
+    },
+    backends: perBackend,
+    peers,
+  };
+  console.log(markdown(report));
+  if (flags.out) {
+    const files = await writeReport(report, resolve(flags.out));
+    console.error(`wrote ${files.join(', ')}`);
+  }
+  const failed = perBackend
+    .flatMap((b) => b.results.flatMap((r) => r.strategies))
+    .filter((s) => s.status === 'failed');
+  for (const f of failed) console.error(`failed: ${f.message}`);
+  return failed.length > 0 ? 1 : 0;
+}

@@ -1,0 +1,76 @@
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { BenchCase } from './suites.js';
+
+export interface PeerResult {
+  readonly caseId: string;
+  readonly variant: string;
+  readonly seq: number;
+  /** 'sdpa' (PyTorch scaled_dot_product_attention) or 'flex' (FlexAttention with a block mask). */
+  readonly peer: string;
+  readonly status: 'ok' | 'unsupported' | 'failed';
+  readonly ms?: number;
+  readonly p10?: number;
+  readonly p90?: number;
+  /** FlexAttention's block-mask construction, timed separately. */
+  readonly maskBuildMs?: number;
+  readonly peakExtraBytes?: number;
+  readonly message?: string;
+}
+
+/** The peer script, shipped beside dist/ (apps/bench/peers/torch_peers.py). */
+export const peerScript = join(
+  dirname(fileURLToPath(import.meta.url)),
+  '..',
+  'peers',
+  'torch_peers.py',
+);
+
+/**
+ * Runs PyTorch SDPA and FlexAttention on the same shapes, masks and dtype, timed with CUDA
+ * events in the same process run. Returns a clear failure when python3 or torch+CUDA is missing.
+ */
+export function runPeers(
+  cases: readonly BenchCase[],
+  options: { warmup: number; repeat: number; python?: string },
+): { results: PeerResult[]; error?: string } {
+  const payload = {
+    warmup: options.warmup,
+    repeat: options.repeat,
+    cases: cases
+      .filter((c) => c.peer !== null)
+      .map((c) => ({
+        id: c.id,
+        variant: c.variant,
+        seq: c.seq,
+        batch: c.shape.batch,
+        heads: c.shape.heads,
+        headsKV: c.shape.headsKV,
+        dim: c.shape.dim,
+        dtype: c.shape.dtype,
+        peer:
+          c.peer?.kind === 'block-layout' ? { kind: 'block-layout', ...c.peer.layout() } : c.peer,
+      })),
+  };
+  const proc = spawnSync(options.python ?? 'python3', [peerScript], {
+    input: JSON.stringify(payload),
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+    env: { ...process.env, PYTHONUNBUFFERED: '1' },
+  });
+  if (proc.error)
+    return {
+      results: [],
+      error: `peers: could not start ${options.python ?? 'python3'}: ${proc.error.message}`,
+    };
+  if (proc.status !== 0) {
+    const why = (proc.stderr || proc.stdout).trim().split('\n').slice(-3).join(' ');
+    return { results: [], error: `peers: torch_peers.py exited ${proc.status}: ${why}` };
+  }
+  const results = proc.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as PeerResult);
+  return { results };
+}
