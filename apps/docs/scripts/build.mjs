@@ -66,6 +66,9 @@ async function apiReference() {
     disableSources: true,
     hidePageHeader: true,
     hideBreadcrumbs: true,
+    // An <a id> before each symbol's heading, so every link TypeDoc writes lands where it means
+    // (its guesses of VitePress's own heading slugs go wrong when names repeat).
+    useHTMLAnchors: true,
     logLevel: 'Warn',
     validation: { notExported: false, invalidLink: false },
     treatWarningsAsErrors: false,

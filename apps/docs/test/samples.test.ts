@@ -158,7 +158,11 @@ describe('every sample runs and computes what the page says', () => {
     );
     expect(maxAbsError(mod.out, ref.out)).toBeLessThan(CPU_TOL);
     expect(maxAbsError(mod.lse, ref.lse)).toBeLessThan(CPU_TOL);
-    expect(logs.join('\n')).toContain('function window(b, h, q, kv, score) {');
+    // The page shows the printed JavaScript as text: it must be exactly what the sample printed.
+    const page = readFileSync(join(siteDir, 'concepts', 'expressions.md'), 'utf8');
+    const shown = page.match(/```text\n([\s\S]*?)\n```/)?.[1];
+    expect(shown).toContain('function window(b, h, q, kv, score) {');
+    expect(logs).toContain(shown);
 
     const softcap = compileJs(mod.softcap.expr.node);
     expect(softcap(0, 0, 0, 0, 100)).toBeCloseTo(30 * Math.tanh(100 / 30), 5);
