@@ -69,7 +69,8 @@ export const catalog: readonly PatternEntry[] = [
   {
     id: 'full',
     title: 'Full (dense)',
-    summary: 'No mask: every query sees every key. The baseline every other pattern is measured against.',
+    summary:
+      'No mask: every query sees every key. The baseline every other pattern is measured against.',
     params: [],
     build: () => full(),
     code: () => 'full()',
@@ -125,11 +126,11 @@ export const catalog: readonly PatternEntry[] = [
   {
     id: 'global-tokens',
     title: 'Global tokens + window',
-    summary: 'The first `global` tokens see and are seen by all; everything else uses a symmetric window.',
+    summary:
+      'The first `global` tokens see and are seen by all; everything else uses a symmetric window.',
     params: [int('global', 'global tokens', 4, 1, 256), int('window', 'window', 16, 1, 4096)],
     build: (p) => union(globalTokens(p.global), slidingWindow(p.window, { causal: false })),
-    code: (p) =>
-      `union(globalTokens(${p.global}), slidingWindow(${p.window}, { causal: false }))`,
+    code: (p) => `union(globalTokens(${p.global}), slidingWindow(${p.window}, { causal: false }))`,
   },
   {
     id: 'prefix-lm',

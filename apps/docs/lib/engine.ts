@@ -62,7 +62,7 @@ export function configure(state: PlaygroundState): Configured {
 /** Seeded uniform values in [-1, 1) (xorshift32), so a shared link reproduces the same inputs. */
 export function uniform(length: number, seed: number): Float32Array {
   const out = new Float32Array(length);
-  let x = (Math.imul(seed + 1, 0x9e3779b1) >>> 0) || 1;
+  let x = Math.imul(seed + 1, 0x9e3779b1) >>> 0 || 1;
   for (let i = 0; i < length; i++) {
     x ^= x << 13;
     x ^= x >>> 17;

@@ -56,4 +56,5 @@ try {
 // #endregion errors
 
 await cpu.dispose();
+
 export { inputMessage, inputs, reference, results, spec };

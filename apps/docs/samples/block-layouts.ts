@@ -29,7 +29,11 @@ console.log(visits.join(', ')); // prints: 0 (full), 6, 7 (full), 8 (full), 9 (f
 
 // #region check
 // The derivation is exact: it matches evaluating the mask on every (q, kv) pair (O(N²): a check only).
-const exact = exactBlockLayout(spec.mask?.expr ?? null, [], layoutContext(spec, { blockQ: 64, blockKV: 64 }));
+const exact = exactBlockLayout(
+  spec.mask?.expr ?? null,
+  [],
+  layoutContext(spec, { blockQ: 64, blockKV: 64 }),
+);
 console.log(layoutsEqual(layout, exact)); // prints: true
 const stats = layoutStats(layout, spec.batch, spec.headsQ);
 console.log(stats.visitedBlocks, stats.fullBlocks, stats.density.toFixed(3));
@@ -38,8 +42,11 @@ console.log(stats.visitedBlocks, stats.fullBlocks, stats.density.toFixed(3));
 // #region cost
 const tiled = estimateCost(spec, { strategy: 'tiled', layout });
 const naive = estimateCost(spec, { strategy: 'naive' });
-console.log(`FLOPs: ${(tiled.flops / 1e9).toFixed(2)} G tiled vs ${(naive.flops / 1e9).toFixed(2)} G naive`);
+console.log(
+  `FLOPs: ${(tiled.flops / 1e9).toFixed(2)} G tiled vs ${(naive.flops / 1e9).toFixed(2)} G naive`,
+);
 console.log(`extra memory: ${tiled.peakExtraBytes} B tiled vs ${naive.peakExtraBytes} B naive`);
+
 // #endregion cost
 
 export { layout, naive, spec, stats, tiled, visits };

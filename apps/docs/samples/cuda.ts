@@ -27,6 +27,7 @@ try {
   if (!(e instanceof CudaUnavailableError)) throw e;
   console.log(`no CUDA here: ${e.message}`);
 }
+
 // #endregion check
 
 export { available, module, spec };

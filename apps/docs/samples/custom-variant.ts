@@ -8,10 +8,10 @@ import { maskMod } from '@tessera/core';
 const SINKS = 4; // the first tokens stay visible to every later query ("attention sinks")
 const WINDOW = 192; // plus the query itself and the 191 keys before it
 
-const sinksAndWindow = maskMod(
-  ({ q, kv }) => kv.le(q).and(q.sub(kv).lt(WINDOW).or(kv.lt(SINKS))),
-  { name: `sinks-${SINKS}-window-${WINDOW}` },
-);
+const sinksAndWindow = maskMod(({ q, kv }) => kv.le(q).and(q.sub(kv).lt(WINDOW).or(kv.lt(SINKS))), {
+  name: `sinks-${SINKS}-window-${WINDOW}`,
+});
+
 // #endregion mask
 
 // #region score
@@ -31,6 +31,7 @@ const decayAndCap = scoreMod(
       .mul(CAP), // softcap: scores stay inside (−20, 20)
   { name: `decay-softcap-${CAP}` },
 );
+
 // #endregion score
 
 // #region spec
@@ -57,7 +58,8 @@ console.log(`${stats.visitedBlocks} of ${blocks} blocks visited, ${stats.fullBlo
 
 const tiled = estimateCost(spec, { strategy: 'tiled', layout });
 const naive = estimateCost(spec, { strategy: 'naive' });
-console.log(`tiled: ${(100 * tiled.flops / naive.flops).toFixed(0)}% of the naive FLOPs`); // prints: tiled: 40% of the naive FLOPs
+console.log(`tiled: ${((100 * tiled.flops) / naive.flops).toFixed(0)}% of the naive FLOPs`); // prints: tiled: 40% of the naive FLOPs
+
 // #endregion spec
 
 // #region run
@@ -100,6 +102,7 @@ for (const [name, create] of Object.entries(candidates)) {
   await backend.dispose();
 }
 await cpu.dispose();
+
 // #endregion run
 
 // #region emit
@@ -112,8 +115,33 @@ const js = spec.mask ? emitJs(spec.mask.expr, 'sinksAndWindow') : '';
 const wgsl = emitWgsl(spec);
 const cuda = emitCuda(spec).source;
 console.log(js);
-console.log(wgsl.split('\n').filter((line) => line.includes('tanh')).join('\n'));
-console.log(cuda.split('\n').filter((line) => line.includes('tanh')).join('\n'));
+console.log(
+  wgsl
+    .split('\n')
+    .filter((line) => line.includes('tanh'))
+    .join('\n'),
+);
+console.log(
+  cuda
+    .split('\n')
+    .filter((line) => line.includes('tanh'))
+    .join('\n'),
+);
+
 // #endregion emit
 
-export { CAP, cuda, decay, errors, HEADS, inputs, js, layout, reference, SINKS, spec, WINDOW, wgsl };
+export {
+  CAP,
+  cuda,
+  decay,
+  errors,
+  HEADS,
+  inputs,
+  js,
+  layout,
+  reference,
+  SINKS,
+  spec,
+  WINDOW,
+  wgsl,
+};

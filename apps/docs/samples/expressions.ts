@@ -1,20 +1,14 @@
 // Concepts: the expression language (site/concepts/expressions.md).
 // #region mods
-import {
-  defineAttention,
-  emitJs,
-  hash,
-  maskMod,
-  scoreMod,
-  tensor,
-  where,
-} from '@tessera/core';
+import { defineAttention, emitJs, hash, maskMod, scoreMod, tensor, where } from '@tessera/core';
 import { createCpuBackend } from '@tessera/cpu';
 
 const heads = 4;
 
 // ALiBi: subtract slope(h) · distance from each score; one slope per query head, captured as a tensor.
-const slopes = tensor(Float32Array.from({ length: heads }, (_, h) => 2 ** (-8 * (h + 1) / heads)));
+const slopes = tensor(
+  Float32Array.from({ length: heads }, (_, h) => 2 ** ((-8 * (h + 1)) / heads)),
+);
 const alibi = scoreMod(({ score, h, q, kv }) => score.sub(slopes.at(h).mul(q.sub(kv))), {
   name: 'alibi',
 });
@@ -56,6 +50,7 @@ const k = random(heads * 256 * 32);
 const v = random(heads * 256 * 32);
 const backend = await createCpuBackend();
 const { out, lse } = await backend.run(spec, { q, k, v });
+
 // #endregion run
 
 export { dropHalf, k, lse, out, q, sinkBonus, slopes, softcap, spec, v };

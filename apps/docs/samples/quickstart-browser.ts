@@ -25,7 +25,10 @@ const [q, k, v] = [random(4 * 256 * 32), random(4 * 256 * 32), random(4 * 256 * 
 const backend = globalThis.navigator?.gpu ? await createWebGpuBackend() : await createCpuBackend();
 const started = performance.now();
 const { out, lse } = await backend.run(spec, { q, k, v });
-console.log(`${backend.name} on ${backend.device ?? 'this machine'}: ${(performance.now() - started).toFixed(1)} ms`);
+console.log(
+  `${backend.name} on ${backend.device ?? 'this machine'}: ${(performance.now() - started).toFixed(1)} ms`,
+);
+
 // #endregion sample
 
 export { backend, k, lse, out, q, spec, v };

@@ -28,6 +28,7 @@ const { out, lse } = await backend.run(spec, { q, k, v });
 // out is [1][8][1024][64] like q; lse holds one log-sum-exp per query row.
 console.log(out.length, lse.length); // prints: 524288 8192
 await backend.dispose();
+
 // #endregion sample
 
 export { k, lse, out, q, spec, v };

@@ -36,6 +36,7 @@ try {
   message = e.message;
   console.log(message); // names the field and the rule that failed
 }
+
 // #endregion errors
 
 export { copy, message, spec };

@@ -4,7 +4,8 @@
 //   2. TypeDoc + typedoc-plugin-markdown: the API reference pages under site/api/;
 //   3. `vitepress build site` into site/.vitepress/dist.
 // `--prepare-only` stops after step 2 (for `vitepress dev site`).
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build as esbuild } from 'esbuild';
@@ -16,10 +17,13 @@ const generatedDir = join(siteDir, '.vitepress', 'generated');
 const prepareOnly = process.argv.includes('--prepare-only');
 
 const started = performance.now();
-const step = (what) => console.log(`docs: ${what} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
+const step = (what) =>
+  console.log(`docs: ${what} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
 
 async function generate() {
-  const outfile = join(docsDir, '.tmp', 'generate.mjs');
+  // Outside the package, so no linter or watcher sees the bundle.
+  const tmp = mkdtempSync(join(tmpdir(), 'tessera-docs-'));
+  const outfile = join(tmp, 'generate.mjs');
   await esbuild({
     entryPoints: [join(docsDir, 'scripts', 'generate.ts')],
     outfile,
@@ -30,8 +34,12 @@ async function generate() {
     conditions: ['source'],
     logLevel: 'warning',
   });
-  const { generate: run } = await import(pathToFileURL(outfile).href);
-  await run({ docsDir, repoRoot });
+  try {
+    const { generate: run } = await import(pathToFileURL(outfile).href);
+    await run({ docsDir, repoRoot });
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 /** The workspace packages whose sources exist, in dependency order. */

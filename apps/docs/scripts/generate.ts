@@ -3,7 +3,15 @@
 //     and its numbers from `stats`, in site/.vitepress/generated/gallery.json;
 //   - the benchmark results: every results/**/report.json of the repository (schema
 //     'tessera-bench' v1) with the charts beside it, in site/.vitepress/generated/bench.json.
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join, relative } from 'node:path';
 import { render, stats } from '@tessera/patterns';
 import { type BenchPage, benchPage } from '../lib/bench.js';

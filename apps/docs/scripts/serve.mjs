@@ -6,7 +6,9 @@ import { serveStatic } from './static-server.mjs';
 
 const dist = join(dirname(fileURLToPath(import.meta.url)), '..', 'site', '.vitepress', 'dist');
 if (!existsSync(join(dist, 'index.html'))) {
-  console.error('docs: no built site in site/.vitepress/dist; run `pnpm --filter @tessera/docs build` first');
+  console.error(
+    'docs: no built site in site/.vitepress/dist; run `pnpm --filter @tessera/docs build` first',
+  );
   process.exit(1);
 }
 const port = Number(process.argv[2] ?? 4173);

@@ -7,7 +7,10 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { defineAttention } from '@tessera/core';
 import { createCpuBackend } from '@tessera/cpu';
+import { causal } from '@tessera/patterns';
+import { build } from 'esbuild';
 import { type BrowserContext, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configure, makeInputs, maxAbsDiff, TOLERANCE } from '../lib/engine.js';
@@ -33,7 +36,15 @@ const FLAGS = [
 /** Newest modification time of the files under `dir`, skipping build outputs. */
 function newest(dir: string): number {
   if (!existsSync(dir)) return 0;
-  const skip = new Set(['node_modules', 'dist', 'cache', 'generated', 'api', '.tmp', 'test-artifacts']);
+  const skip = new Set([
+    'node_modules',
+    'dist',
+    'cache',
+    'generated',
+    'api',
+    '.tmp',
+    'test-artifacts',
+  ]);
   let t = statSync(dir).mtimeMs;
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     if (skip.has(e.name) || e.name.startsWith('.turbo')) continue;
@@ -45,7 +56,9 @@ function newest(dir: string): number {
 
 /** Reuses site/.vitepress/dist when it is newer than everything it is built from, else builds. */
 function ensureFreshBuild(): void {
-  const builtAt = existsSync(join(dist, 'index.html')) ? statSync(join(dist, 'index.html')).mtimeMs : 0;
+  const builtAt = existsSync(join(dist, 'index.html'))
+    ? statSync(join(dist, 'index.html')).mtimeMs
+    : 0;
   const inputs = [
     ...['site', 'lib', 'scripts'].map((d) => join(docsDir, d)),
     ...readdirSync(join(repoRoot, 'packages')).map((p) => join(repoRoot, 'packages', p, 'src')),
@@ -65,7 +78,9 @@ let profile: string;
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)`);
+    throw new Error(
+      `${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)`,
+    );
   }
   ensureFreshBuild();
   server = await serveStatic(dist);
@@ -124,7 +139,10 @@ describe('the docs site in Chromium', () => {
       errors.push(...problems.splice(0).map((p) => `${path}: ${p}`));
       const found = await page.evaluate(() => ({
         ids: Array.from(document.querySelectorAll('[id]'), (e) => e.id),
-        hrefs: Array.from(document.querySelectorAll('a[href]'), (a) => (a as HTMLAnchorElement).href),
+        hrefs: Array.from(
+          document.querySelectorAll('a[href]'),
+          (a) => (a as HTMLAnchorElement).href,
+        ),
       }));
       idsOf.set(path, new Set(found.ids));
       for (const href of found.hrefs) {
@@ -180,7 +198,9 @@ describe('the docs site in Chromium', () => {
       await page.goto(`${server.url}/`);
       return page.evaluate(async () => {
         const a = await navigator.gpu?.requestAdapter();
-        return a ? `${a.info?.vendor ?? ''} ${a.info?.architecture ?? ''}`.trim() || 'adapter' : null;
+        return a
+          ? `${a.info?.vendor ?? ''} ${a.info?.architecture ?? ''}`.trim() || 'adapter'
+          : null;
       });
     })();
     expect(adapter, 'Chromium offers a WebGPU adapter with these flags').not.toBeNull();
@@ -196,8 +216,14 @@ describe('the docs site in Chromium', () => {
     expect(await page.getByTestId('density').textContent()).toMatch(/^\d+\.\d\d%$/);
 
     await page.getByTestId('run').click();
-    await page.locator('[data-testid="status"][data-status="done"], [data-testid="run-error"]').first().waitFor({ timeout: 60_000 });
-    expect(await page.getByTestId('run-error').count(), await page.getByTestId('status').innerText()).toBe(0);
+    await page
+      .locator('[data-testid="status"][data-status="done"], [data-testid="run-error"]')
+      .first()
+      .waitFor({ timeout: 60_000 });
+    expect(
+      await page.getByTestId('run-error').count(),
+      (await page.getByTestId('status').textContent()) ?? '',
+    ).toBe(0);
     expect(await page.getByTestId('result-backend').textContent()).toBe('webgpu');
     expect(await page.getByTestId('verdict').getAttribute('data-matches')).toBe('true');
     const shownError = Number(await page.getByTestId('out-error').textContent());
@@ -205,8 +231,22 @@ describe('the docs site in Chromium', () => {
 
     // Recompute the reference here, in Node, from the same configuration and seeded inputs.
     const run = await page.evaluate(() => {
-      const r = (window as unknown as { __tesseraLastRun: { search: string; backend: string; out: Float32Array; lse: Float32Array } }).__tesseraLastRun;
-      return { search: r.search, backend: r.backend, out: Array.from(r.out), lse: Array.from(r.lse) };
+      const r = (
+        window as unknown as {
+          __tesseraLastRun: {
+            search: string;
+            backend: string;
+            out: Float32Array;
+            lse: Float32Array;
+          };
+        }
+      ).__tesseraLastRun;
+      return {
+        search: r.search,
+        backend: r.backend,
+        out: Array.from(r.out),
+        lse: Array.from(r.lse),
+      };
     });
     expect(run.backend).toBe('webgpu');
     const { state, problems: urlProblems } = parseState(run.search);
@@ -225,7 +265,9 @@ describe('the docs site in Chromium', () => {
     await expect.poll(() => page.getByTestId('wgsl').textContent()).toContain('@compute');
 
     await page.getByTestId('param-randomBlocks').fill('3');
-    await expect.poll(() => page.evaluate(() => window.location.search)).toContain('randomBlocks=3');
+    await expect
+      .poll(() => page.evaluate(() => window.location.search))
+      .toContain('randomBlocks=3');
 
     mkdirSync(artifacts, { recursive: true });
     await page.getByTestId('param-randomBlocks').fill('2');
@@ -241,7 +283,9 @@ describe('the docs site in Chromium', () => {
   it('falls back to the CPU backend when asked, and still matches the reference', async () => {
     const page = await context.newPage();
     const problems = watch(page);
-    await page.goto(`${server.url}/playground?pattern=document&docLen=20&causal=1&seq=100&heads=1&dim=16&tile=16&backend=cpu&seed=3`);
+    await page.goto(
+      `${server.url}/playground?pattern=document&docLen=20&causal=1&seq=100&heads=1&dim=16&tile=16&backend=cpu&seed=3`,
+    );
     await page.getByTestId('run').click();
     await page.locator('[data-testid="status"][data-status="done"]').waitFor({ timeout: 30_000 });
     expect(await page.getByTestId('result-backend').textContent()).toBe('cpu');
@@ -249,4 +293,65 @@ describe('the docs site in Chromium', () => {
     expect(problems).toEqual([]);
     await page.close();
   }, 60_000);
+
+  it('runs the getting-started browser sample in Chromium on WebGPU', async () => {
+    // The sample as a reader would bundle it, plus a line that hands its results to the test.
+    const bundle = await build({
+      stdin: {
+        contents: [
+          "import * as s from './samples/quickstart-browser.ts';",
+          'window.__sample = { backend: s.backend.name, q: s.q, k: s.k, v: s.v, out: s.out, lse: s.lse };',
+        ].join('\n'),
+        resolveDir: docsDir,
+        loader: 'ts',
+      },
+      bundle: true,
+      format: 'esm',
+      platform: 'browser',
+      conditions: ['source'],
+      write: false,
+      logLevel: 'silent',
+    });
+    const page = await context.newPage();
+    const problems = watch(page);
+    await page.goto(`${server.url}/`);
+    await page.addScriptTag({ type: 'module', content: bundle.outputFiles[0]?.text ?? '' });
+    await page.waitForFunction(() => 'window' in globalThis && '__sample' in window, null, {
+      timeout: 60_000,
+    });
+    const got = await page.evaluate(() => {
+      const r = (window as unknown as { __sample: Record<string, Float32Array | string> }).__sample;
+      const list = (x: Float32Array | string) => Array.from(x as Float32Array);
+      return {
+        backend: r.backend as string,
+        q: list(r.q),
+        k: list(r.k),
+        v: list(r.v),
+        out: list(r.out),
+        lse: list(r.lse),
+      };
+    });
+    expect(got.backend).toBe('webgpu');
+    const spec = defineAttention({
+      batch: 1,
+      headsQ: 4,
+      headsKV: 4,
+      seqQ: 256,
+      seqKV: 256,
+      headDim: 32,
+      dtype: 'f32',
+      mask: causal(),
+    });
+    const cpu = await createCpuBackend();
+    const f32 = (x: number[]) => Float32Array.from(x);
+    const ref = await cpu.run(
+      spec,
+      { q: f32(got.q), k: f32(got.k), v: f32(got.v) },
+      { strategy: 'naive' },
+    );
+    expect(maxAbsDiff(f32(got.out), ref.out)).toBeLessThanOrEqual(TOLERANCE.out);
+    expect(maxAbsDiff(f32(got.lse), ref.lse)).toBeLessThanOrEqual(TOLERANCE.lse);
+    expect(problems).toEqual([]);
+    await page.close();
+  }, 90_000);
 });

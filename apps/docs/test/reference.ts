@@ -64,7 +64,8 @@ export function denseAttention(
           const p = Math.exp((scores[j] as number) - max);
           sum += p;
           const vj = at(s.headsKV, s.seqKV, b, hk, j);
-          for (let d = 0; d < D; d++) out[oi + d] = (out[oi + d] as number) + p * (v[vj + d] as number);
+          for (let d = 0; d < D; d++)
+            out[oi + d] = (out[oi + d] as number) + p * (v[vj + d] as number);
         }
         for (let d = 0; d < D; d++) out[oi + d] = (out[oi + d] as number) / sum;
         lse[row] = max + Math.log(sum);

@@ -8,7 +8,13 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { format } from 'node:util';
-import { compileJs, compileMask, exactBlockLayout, layoutContext, layoutsEqual } from '@tessera/core';
+import {
+  compileJs,
+  compileMask,
+  exactBlockLayout,
+  layoutContext,
+  layoutsEqual,
+} from '@tessera/core';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { denseAttention, maxAbsError, seededRandom } from './reference.js';
 
@@ -38,8 +44,13 @@ async function runSample(name: string, seed: number): Promise<{ mod: Module; log
   vi.spyOn(Math, 'random').mockImplementation(seededRandom(seed));
   const mod = (await import(join(samplesDir, `${name}.ts`))) as Module;
   vi.restoreAllMocks();
-  const expected = [...readFileSync(join(samplesDir, `${name}.ts`), 'utf8').matchAll(/\/\/ prints: (.*)$/gm)];
-  for (const [, text] of expected) expect(logs, `${name}.ts should print "${text}"; it printed:\n${logs.join('\n')}\n`).toContain(text);
+  const expected = [
+    ...readFileSync(join(samplesDir, `${name}.ts`), 'utf8').matchAll(/\/\/ prints: (.*)$/gm),
+  ];
+  for (const [, text] of expected)
+    expect(logs, `${name}.ts should print "${text}"; it printed:\n${logs.join('\n')}\n`).toContain(
+      text,
+    );
   return { mod, logs };
 }
 
@@ -70,7 +81,9 @@ describe('the pages take their code from samples/', () => {
 
   it('has no inline TypeScript or JavaScript code blocks that no test runs', () => {
     const inline = pages.flatMap((p) =>
-      [...p.text.matchAll(/^```(ts|typescript|js|javascript|vue)\b/gm)].map((m) => `${p.path}: ${m[0]}`),
+      [...p.text.matchAll(/^```(ts|typescript|js|javascript|vue)\b/gm)].map(
+        (m) => `${p.path}: ${m[0]}`,
+      ),
     );
     expect(inline).toEqual([]);
   });
@@ -183,7 +196,8 @@ describe('every sample runs and computes what the page says', () => {
     const expected: string[] = [];
     for (let j = 0; j < 64; j++) {
       let on = 0;
-      for (let q = 640; q < 704; q++) for (let kv = j * 64; kv < j * 64 + 64; kv++) if (allowed(q, kv)) on++;
+      for (let q = 640; q < 704; q++)
+        for (let kv = j * 64; kv < j * 64 + 64; kv++) if (allowed(q, kv)) on++;
       if (on > 0) expected.push(`${j}${on === 64 * 64 ? ' (full)' : ''}`);
     }
     expect(mod.visits).toEqual(expected);
@@ -226,7 +240,8 @@ describe('every sample runs and computes what the page says', () => {
     expect(maxAbsError(mod.reference.out, ref.out)).toBeLessThan(CPU_TOL);
     expect(maxAbsError(mod.reference.lse, ref.lse)).toBeLessThan(CPU_TOL);
     expect(mod.errors.cpu).toBeLessThan(CPU_TOL);
-    for (const [name, err] of Object.entries(mod.errors)) expect(err, name).toBeLessThan(DEVICE_TOL);
+    for (const [name, err] of Object.entries(mod.errors))
+      expect(err, name).toBeLessThan(DEVICE_TOL);
     expect(mod.js).toContain('function sinksAndWindow(b, h, q, kv, score) {');
     expect(mod.wgsl).toContain('tanh');
     expect(mod.cuda).toContain('tanh');

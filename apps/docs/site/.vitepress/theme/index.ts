@@ -8,8 +8,8 @@ export default {
   enhanceApp({ app }) {
     // Loaded on the playground page only: it pulls in the library and, lazily, the backends.
     app.component(
-      'Playground',
-      defineAsyncComponent(() => import('./Playground.vue')),
+      'TesseraPlayground',
+      defineAsyncComponent(() => import('./TesseraPlayground.vue')),
     );
   },
 } satisfies Theme;
