@@ -153,7 +153,7 @@ export function benchPage(
         tiledMs: tiledOk
           ? `${ms(tiledOk.median)} (${ms(tiledOk.p10)}–${ms(tiledOk.p90)})`
           : (tiled?.status ?? ''),
-        tflops: tiledOk?.tflops === undefined ? '' : tiledOk.tflops.toFixed(2),
+        tflops: tiledOk?.tflops === undefined ? '' : tiledOk.tflops.toPrecision(3),
         extraMemory: tiled?.extra ?? '',
         error: tiledOk?.relError === undefined ? '' : tiledOk.relError.toExponential(1),
         naiveMs: naiveOk ? ms(naiveOk.median) : (naive?.status ?? ''),

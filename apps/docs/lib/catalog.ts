@@ -86,7 +86,8 @@ export const catalog: readonly PatternEntry[] = [
   {
     id: 'sliding-window',
     title: 'Sliding window',
-    summary: 'Each query sees the `window` most recent keys (Mistral, Longformer’s local part).',
+    summary:
+      'Each query sees itself and the keys just before it, up to the window width (Mistral; Longformer’s local part).',
     params: [int('window', 'window', 32, 1, 4096), flag('causal', 'causal', true)],
     build: (p) => slidingWindow(p.window, { causal: p.causal === 1 }),
     code: (p) => `slidingWindow(${p.window}, { causal: ${p.causal === 1} })`,
@@ -94,7 +95,7 @@ export const catalog: readonly PatternEntry[] = [
   {
     id: 'dilated',
     title: 'Dilated window',
-    summary: '`window` keys spaced `dilation` apart: a wider reach for the same number of keys.',
+    summary: 'Window keys spaced a dilation apart: a wider reach for the same number of keys.',
     params: [int('window', 'window', 16, 1, 1024), int('dilation', 'dilation', 3, 1, 64)],
     build: (p) => dilated(p.window, p.dilation),
     code: (p) => `dilated(${p.window}, ${p.dilation})`,
@@ -102,7 +103,7 @@ export const catalog: readonly PatternEntry[] = [
   {
     id: 'strided',
     title: 'Strided (Sparse Transformer)',
-    summary: 'A local window of `stride` keys plus every stride-th key before it.',
+    summary: 'A local window as wide as the stride, plus every stride-th key before it.',
     params: [int('stride', 'stride', 16, 2, 1024)],
     build: (p) => strided(p.stride),
     code: (p) => `strided(${p.stride})`,
@@ -127,7 +128,7 @@ export const catalog: readonly PatternEntry[] = [
     id: 'global-tokens',
     title: 'Global tokens + window',
     summary:
-      'The first `global` tokens see and are seen by all; everything else uses a symmetric window.',
+      'The first few tokens see and are seen by all; everything else uses a symmetric window.',
     params: [int('global', 'global tokens', 4, 1, 256), int('window', 'window', 16, 1, 4096)],
     build: (p) => union(globalTokens(p.global), slidingWindow(p.window, { causal: false })),
     code: (p) => `union(globalTokens(${p.global}), slidingWindow(${p.window}, { causal: false }))`,
@@ -135,7 +136,7 @@ export const catalog: readonly PatternEntry[] = [
   {
     id: 'prefix-lm',
     title: 'Prefix LM',
-    summary: 'A bidirectional prefix of `prefix` tokens, causal after it (T5, UniLM).',
+    summary: 'A bidirectional prefix, causal after it (T5, UniLM).',
     params: [int('prefix', 'prefix length', 64, 0, 65536)],
     build: (p) => prefixLM(p.prefix),
     code: (p) => `prefixLM(${p.prefix})`,
@@ -143,7 +144,7 @@ export const catalog: readonly PatternEntry[] = [
   {
     id: 'block-diagonal',
     title: 'Block diagonal',
-    summary: 'Independent chunks of `chunk` tokens.',
+    summary: 'The sequence cut into independent chunks.',
     params: [int('chunk', 'chunk', 64, 1, 65536)],
     build: (p) => blockDiagonal(p.chunk),
     code: (p) => `blockDiagonal(${p.chunk})`,
@@ -151,7 +152,7 @@ export const catalog: readonly PatternEntry[] = [
   {
     id: 'chunked-causal',
     title: 'Chunked causal',
-    summary: 'Causal attention inside chunks of `chunk` tokens (Llama 4’s chunked attention).',
+    summary: 'Causal attention inside fixed-size chunks (Llama 4’s chunked attention).',
     params: [int('chunk', 'chunk', 64, 1, 65536)],
     build: (p) => chunkedCausal(p.chunk),
     code: (p) => `chunkedCausal(${p.chunk})`,
@@ -168,7 +169,8 @@ export const catalog: readonly PatternEntry[] = [
   {
     id: 'random',
     title: 'Random blocks',
-    summary: 'Each query block sees `perRow` random key blocks, drawn by a seeded hash.',
+    summary:
+      'Each query block sees a few random key blocks, drawn by a seeded hash every backend reproduces.',
     params: [
       int('perRow', 'blocks per row', 3, 1, 64),
       int('block', 'block', 16, 1, 1024),
