@@ -174,11 +174,11 @@ export const catalog: readonly PatternEntry[] = [
     params: [
       int('perRow', 'blocks per row', 3, 1, 64),
       int('block', 'block', 16, 1, 1024),
-      int('seed', 'seed', 1, 0, 2147483647),
+      int('maskSeed', 'mask seed', 1, 0, 2147483647),
     ],
-    build: (p, seq) => random({ perRow: p.perRow, block: p.block, seed: p.seed, seqKV: seq }),
+    build: (p, seq) => random({ perRow: p.perRow, block: p.block, seed: p.maskSeed, seqKV: seq }),
     code: (p, seq) =>
-      `random({ perRow: ${p.perRow}, block: ${p.block}, seed: ${p.seed}, seqKV: ${seq} })`,
+      `random({ perRow: ${p.perRow}, block: ${p.block}, seed: ${p.maskSeed}, seqKV: ${seq} })`,
   },
   {
     id: 'bigbird',
@@ -189,7 +189,7 @@ export const catalog: readonly PatternEntry[] = [
       int('globalBlocks', 'global blocks', 1, 0, 64),
       int('randomBlocks', 'random blocks', 2, 0, 64),
       int('block', 'block', 16, 1, 1024),
-      int('seed', 'seed', 1, 0, 2147483647),
+      int('maskSeed', 'mask seed', 1, 0, 2147483647),
     ],
     build: (p, seq) =>
       bigBird({
@@ -197,11 +197,11 @@ export const catalog: readonly PatternEntry[] = [
         globalBlocks: p.globalBlocks,
         randomBlocks: p.randomBlocks,
         block: p.block,
-        seed: p.seed,
+        seed: p.maskSeed,
         seqKV: seq,
       }),
     code: (p, seq) =>
-      `bigBird({ window: ${p.window}, globalBlocks: ${p.globalBlocks}, randomBlocks: ${p.randomBlocks}, block: ${p.block}, seed: ${p.seed}, seqKV: ${seq} })`,
+      `bigBird({ window: ${p.window}, globalBlocks: ${p.globalBlocks}, randomBlocks: ${p.randomBlocks}, block: ${p.block}, seed: ${p.maskSeed}, seqKV: ${seq} })`,
   },
   {
     id: 'longformer',

@@ -206,7 +206,7 @@ describe('the docs site in Chromium', () => {
     expect(adapter, 'Chromium offers a WebGPU adapter with these flags').not.toBeNull();
 
     const search =
-      '?pattern=bigbird&window=3&globalBlocks=1&randomBlocks=2&block=16&seed=7&seq=160&heads=2&dim=32&tile=32&backend=webgpu';
+      '?pattern=bigbird&window=3&globalBlocks=1&randomBlocks=2&block=16&maskSeed=7&seq=160&heads=2&dim=32&tile=32&backend=webgpu';
     await page.goto(`${server.url}/playground${search}`);
     await page.getByTestId('run').waitFor();
     // The controls show the configuration of the link.
