@@ -1,0 +1,12 @@
+export { causal, full, prefixLM } from './basic.js';
+export { blockDiagonal, chunkedCausal, type DocumentOptions, document } from './chunks.js';
+export { difference, intersect, not, union } from './combinators.js';
+export { globalTokens } from './global.js';
+export { maskLayout, type OffsetSet, toeplitzLayout } from './layout-helpers.js';
+export { type RandomOptions, random } from './random.js';
+export { type MaskPicture, type RenderOptions, render, renderSvg } from './render.js';
+export { type PatternStats, type StatsOptions, stats } from './stats.js';
+export { exponentialStride, primeStride, type StrideOptions, strided } from './strided.js';
+export { type BigBirdOptions, bigBird, type LongformerOptions, longformer } from './systems.js';
+export type { PerHead } from './validate.js';
+export { dilated, slidingWindow, type WindowOptions } from './window.js';
