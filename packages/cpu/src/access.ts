@@ -34,3 +34,26 @@ export function specAccess(spec: AttentionSpec): {
     out: rowAccess(layout, headsQ, seqQ, headDimV),
   };
 }
+
+/** Σ a[ao + i] · b[bo + i] for i < n in f64, with four partial sums (shorter dependency chain). */
+export function dot(
+  a: ArrayLike<number>,
+  ao: number,
+  b: ArrayLike<number>,
+  bo: number,
+  n: number,
+): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let i = 0;
+  for (; i + 3 < n; i += 4) {
+    s0 += a[ao + i] * b[bo + i];
+    s1 += a[ao + i + 1] * b[bo + i + 1];
+    s2 += a[ao + i + 2] * b[bo + i + 2];
+    s3 += a[ao + i + 3] * b[bo + i + 3];
+  }
+  for (; i < n; i++) s0 += a[ao + i] * b[bo + i];
+  return s0 + s1 + (s2 + s3);
+}

@@ -7,7 +7,7 @@ import {
   linearInputScales,
   randomFeatureMatrix,
 } from '@tessera/core';
-import { specAccess } from './access.js';
+import { dot, specAccess } from './access.js';
 import type { Prepared } from './prepared.js';
 
 /**
@@ -64,10 +64,9 @@ export function linearKernel(spec: AttentionSpec): LinearKernel {
       const project = () => {
         let max = Number.NEGATIVE_INFINITY;
         for (let r = 0; r < m; r++) {
-          let dot = 0;
-          for (let d = 0; d < D; d++) dot += w[r * D + d] * x[d];
-          proj[r] = dot;
-          if (dot > max) max = dot;
+          const p = dot(w, r * D, x, 0, D);
+          proj[r] = p;
+          if (p > max) max = p;
         }
         return max;
       };

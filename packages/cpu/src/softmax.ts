@@ -1,5 +1,5 @@
 import { type AttentionOutputs, type BlockLayout, kvHeadOf, layoutSlice } from '@tessera/core';
-import { specAccess } from './access.js';
+import { dot, specAccess } from './access.js';
 import { badScore, type Prepared } from './prepared.js';
 
 /**
@@ -53,9 +53,7 @@ export function softmaxTiled(p: Prepared, layout: BlockLayout): AttentionOutputs
                 continue;
               }
               const kOff = kBase + kv * kStride;
-              let dot = 0;
-              for (let d = 0; d < D; d++) dot += qa[qOff + d] * ka[kOff + d];
-              const raw = scale * dot;
+              const raw = scale * dot(qa, qOff, ka, kOff, D);
               const sc = scoreMod === null ? raw : (scoreMod(b, h, qi, kv, raw) as number);
               if (!(sc < Number.POSITIVE_INFINITY))
                 throw badScore(spec, sc, { b, h, q: qi, kv, score: raw });
@@ -157,9 +155,7 @@ export function softmaxNaive(p: Prepared): AttentionOutputs {
             continue;
           }
           const kOff = kBase + kv * acc.k.stride;
-          let dot = 0;
-          for (let d = 0; d < D; d++) dot += qa[qOff + d] * ka[kOff + d];
-          const raw = scale * dot;
+          const raw = scale * dot(qa, qOff, ka, kOff, D);
           const sc = scoreMod === null ? raw : (scoreMod(b, h, qi, kv, raw) as number);
           if (!(sc < Number.POSITIVE_INFINITY))
             throw badScore(spec, sc, { b, h, q: qi, kv, score: raw });

@@ -206,33 +206,39 @@ export function denseAttention(spec: AttentionSpec, inputs: AttentionInputs): At
   const tensors = spec.tensors.map((t) => t.data);
   const out = new Float32Array(B * H * SQ * DV);
   const lse = new Float32Array(B * H * SQ);
-  const row = (
-    t: Float64Array,
-    heads: number,
-    seq: number,
-    dim: number,
-    b: number,
-    h: number,
-    s: number,
-  ) => Array.from({ length: dim }, (_, d) => t[index(spec.layout, heads, seq, dim, b, h, s, d)]);
+  // rows[b][h][s]: one plain array per row, extracted once.
+  const rows = (t: Float64Array, heads: number, seq: number, dim: number) =>
+    Array.from({ length: B }, (_, b) =>
+      Array.from({ length: heads }, (_, h) =>
+        Array.from({ length: seq }, (_, s) =>
+          Array.from({ length: dim }, (_, d) => t[index(spec.layout, heads, seq, dim, b, h, s, d)]),
+        ),
+      ),
+    );
+  const qRows = rows(q, H, SQ, D);
+  const kRows = rows(k, HK, SK, D);
+  const vRows = rows(v, HK, SK, DV);
   const linear = spec.kernel.type === 'linear';
   const phi = linear ? featureMap(spec) : null;
   const sqrtScale = Math.sqrt(Math.abs(spec.scale));
+  const keyFeatures = phi
+    ? kRows.map((hs) => hs.map((js) => js.map((y) => phi(y.map((x) => sqrtScale * x)))))
+    : [];
 
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < H; h++) {
       const hk = Math.floor((h * HK) / H);
       for (let i = 0; i < SQ; i++) {
-        const qi = row(q, H, SQ, D, b, h, i);
+        const qi = qRows[b][h][i];
         const weights: number[] = [];
         const values: number[][] = [];
         if (phi) {
           const fx = phi(qi.map((x) => Math.sign(spec.scale) * sqrtScale * x));
           for (let j = 0; j < SK; j++) {
             if (spec.mask && !(j <= i)) continue;
-            const fy = phi(row(k, HK, SK, D, b, hk, j).map((x) => sqrtScale * x));
+            const fy = keyFeatures[b][hk][j];
             weights.push(fx.reduce((s, x, f) => s + x * fy[f], 0));
-            values.push(row(v, HK, SK, DV, b, hk, j));
+            values.push(vRows[b][hk][j]);
           }
           const den = weights.reduce((s, w) => s + w, 0);
           if (!(den > 0)) {
@@ -250,13 +256,13 @@ export function denseAttention(spec: AttentionSpec, inputs: AttentionInputs): At
         for (let j = 0; j < SK; j++) {
           const env = { b, h, q: i, kv: j, score: 0 };
           if (spec.mask && !evaluate(spec.mask.expr, env, tensors)) continue;
-          const kj = row(k, HK, SK, D, b, hk, j);
+          const kj = kRows[b][hk][j];
           let s = spec.scale * qi.reduce((acc, x, d) => acc + x * kj[d], 0);
           if (spec.scoreMod)
             s = evaluate(spec.scoreMod.expr, { ...env, score: s }, tensors) as number;
           if (s === Number.NEGATIVE_INFINITY) continue;
           scores.push(s);
-          values.push(row(v, HK, SK, DV, b, hk, j));
+          values.push(vRows[b][hk][j]);
         }
         if (scores.length === 0) {
           lse[(b * H + h) * SQ + i] = Number.NEGATIVE_INFINITY;
