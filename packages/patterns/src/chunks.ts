@@ -119,9 +119,9 @@ export function document(ids: Int32Array | readonly number[], opts?: DocumentOpt
         for (const [id, qLast] of lastQ) {
           for (const s of runsOf.get(id) as number[]) {
             const a = runStart[s] as number;
-            const b = isCausal ? Math.min(runEnd(s), qLast + 1) : runEnd(s);
+            const b = Math.min(isCausal ? qLast + 1 : seqKV, runEnd(s), seqKV);
             if (a >= b) continue;
-            for (let j = Math.floor(a / blockKV); j * blockKV < Math.min(b, seqKV); j++) {
+            for (let j = Math.floor(a / blockKV); j * blockKV < b; j++) {
               counter.touch(j);
             }
           }
