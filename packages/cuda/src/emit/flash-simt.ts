@@ -15,7 +15,7 @@ const WARPS = 4;
 /** Query rows per warp: as many as keep the per-thread accumulators at about 32 registers. */
 export function simtRowsPerWarp(spec: AttentionSpec): number {
   const nc = Math.ceil(spec.headDimV / 32);
-  return Math.max(1, Math.min(8, Math.floor(32 / nc)));
+  return Math.max(1, Math.min(4, Math.floor(16 / nc)));
 }
 
 export const defaultSimtTiling = (spec: AttentionSpec) => ({
@@ -124,7 +124,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) ${kernelName}(const TsrPa
       const float* qr = sQ + ql * D;
       const float* kr = sK + lane * LDK;
       float dot = 0.f;
-      #pragma unroll 8
+      #pragma unroll 4
       for (int d = 0; d < D; ++d) dot = fmaf(qr[d], kr[d], dot);
       float x;
       ${pick}
