@@ -137,7 +137,7 @@ Napi::Value LoadDriver(const Napi::CallbackInfo& info) {
     void* lib = dlopen(p.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
       const char* why = dlerror();
-      tried += "\n  " + p + ": " + (why ? why : "not found");
+      tried += "\n  " + (why ? std::string(why) : p + ": not found");
       continue;
     }
     tcu::Driver d;

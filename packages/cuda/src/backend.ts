@@ -143,6 +143,9 @@ export class CudaBackend implements AttentionBackend {
       const [q, k, v] = [await dev(host.q), await dev(host.k), await dev(host.v)];
       const outputs = this.outputsFor(spec);
       owned.push(outputs.out, outputs.lse);
+      // Poisoned with NaN first: an element the kernel fails to write cannot pass for a result.
+      outputs.out.fill(0xff);
+      outputs.lse.fill(0xff);
       prepared.launch(q.ptr, k.ptr, v.ptr, outputs.out.ptr, outputs.lse.ptr);
       // The copies are ordered after the launch on the default stream.
       const out = await outputs.out.toFloat32Array();
