@@ -1,5 +1,5 @@
 // An independent dense attention, written for the tests from the documented semantics: a tiny
-// tree-walking interpreter for mask and score expressions (not core's compileJs), every (q, kv)
+// interpreter (a tree of closures) for mask and score expressions (not core's compileJs), every (q, kv)
 // pair evaluated and the scores of a row materialised, f64 throughout. Slow and obvious on purpose.
 import {
   type AttentionInputs,
@@ -30,91 +30,85 @@ export interface Env {
   score: number;
 }
 
-export function evaluate(
-  n: ExprNode,
-  env: Env,
-  tensors: readonly ArrayLike<number>[],
-): number | boolean {
-  const num = (x: ExprNode): number => evaluate(x, env, tensors) as number;
-  const bool = (x: ExprNode): boolean => evaluate(x, env, tensors) as boolean;
+type Fn = (env: Env) => number | boolean;
+
+/** Builds a tree of closures, one per node, from the documented semantics (no code generation). */
+export function interpret(n: ExprNode, tensors: readonly ArrayLike<number>[]): Fn {
+  const sub = (x: ExprNode) => interpret(x, tensors) as (env: Env) => number;
   switch (n.op) {
-    case 'const':
-      return n.type === 'bool' ? n.value !== 0 : n.value;
-    case 'var':
-      return env[n.name];
-    case 'cast':
-      return n.type === 'i32' ? i32(Math.trunc(num(n.a))) : num(n.a);
-    case 'select':
-      return bool(n.cond) ? evaluate(n.a, env, tensors) : evaluate(n.b, env, tensors);
+    case 'const': {
+      const value = n.type === 'bool' ? n.value !== 0 : n.value;
+      return () => value;
+    }
+    case 'var': {
+      const name = n.name;
+      return (env) => env[name];
+    }
+    case 'cast': {
+      const a = sub(n.a);
+      return n.type === 'i32' ? (env) => i32(Math.trunc(a(env))) : a;
+    }
+    case 'select': {
+      const [c, a, b] = [sub(n.cond), sub(n.a), sub(n.b)];
+      return (env) => (c(env) ? a(env) : b(env));
+    }
     case 'load': {
       const t = tensors[n.tensor];
-      const i = num(n.index);
-      return i >= 0 && i < t.length ? t[i] : 0;
+      const index = sub(n.index);
+      return (env) => {
+        const i = index(env);
+        return i >= 0 && i < t.length ? t[i] : 0;
+      };
     }
     case 'hash': {
-      let h = 0;
-      for (const a of n.args) h = mix(h ^ mix((num(a) + 0x9e3779b9) >>> 0));
-      return Math.floor(h / 256) / 16777216;
+      const args = n.args.map(sub);
+      return (env) => {
+        let h = 0;
+        for (const a of args) h = mix(h ^ mix((a(env) + 0x9e3779b9) >>> 0));
+        return Math.floor(h / 256) / 16777216;
+      };
     }
     case 'unary': {
-      if (n.fn === 'not') return !bool(n.a);
-      const x = num(n.a);
+      const a = sub(n.a);
       const int = n.type === 'i32';
-      switch (n.fn) {
-        case 'neg':
-          return int ? i32(-x) : -x;
-        case 'abs':
-          return int ? i32(Math.abs(x)) : Math.abs(x);
-        case 'exp':
-          return Math.exp(x);
-        case 'exp2':
-          return 2 ** x;
-        case 'log':
-          return Math.log(x);
-        case 'tanh':
-          return Math.tanh(x);
-        case 'sqrt':
-          return Math.sqrt(x);
-        case 'floor':
-          return Math.floor(x);
-      }
-      throw new Error(`unknown unary ${n.fn}`);
+      const f: Record<string, (x: number) => number | boolean> = {
+        not: (x) => !x,
+        neg: (x) => (int ? i32(-x) : -x),
+        abs: (x) => (int ? i32(Math.abs(x)) : Math.abs(x)),
+        exp: Math.exp,
+        exp2: (x) => 2 ** x,
+        log: Math.log,
+        tanh: Math.tanh,
+        sqrt: Math.sqrt,
+        floor: Math.floor,
+      };
+      const fn = f[n.fn];
+      if (!fn) throw new Error(`unknown unary ${n.fn}`);
+      return (env) => fn(a(env));
     }
     case 'binary': {
-      if (n.fn === 'and') return bool(n.a) && bool(n.b);
-      if (n.fn === 'or') return bool(n.a) || bool(n.b);
-      const a = evaluate(n.a, env, tensors) as number;
-      const b = evaluate(n.b, env, tensors) as number;
+      const [a, b] = [sub(n.a), sub(n.b)];
+      if (n.fn === 'and') return (env) => Boolean(a(env)) && Boolean(b(env));
+      if (n.fn === 'or') return (env) => Boolean(a(env)) || Boolean(b(env));
       const int = n.type === 'i32';
-      switch (n.fn) {
-        case 'add':
-          return int ? i32(a + b) : a + b;
-        case 'sub':
-          return int ? i32(a - b) : a - b;
-        case 'mul':
-          return int ? Number(BigInt.asIntN(32, BigInt(a) * BigInt(b))) : a * b;
-        case 'div':
-          return int ? (b === 0 ? 0 : i32(Math.trunc(a / b))) : a / b;
-        case 'mod':
-          return int ? (b === 0 ? 0 : i32(a % b)) : a % b;
-        case 'min':
-          return Math.min(a, b);
-        case 'max':
-          return Math.max(a, b);
-        case 'lt':
-          return a < b;
-        case 'le':
-          return a <= b;
-        case 'gt':
-          return a > b;
-        case 'ge':
-          return a >= b;
-        case 'eq':
-          return a === b;
-        case 'ne':
-          return a !== b;
-      }
-      throw new Error(`unknown binary ${n.fn}`);
+      const f: Record<string, (x: number, y: number) => number | boolean> = {
+        add: (x, y) => (int ? i32(x + y) : x + y),
+        sub: (x, y) => (int ? i32(x - y) : x - y),
+        mul: (x, y) => (int ? Number(BigInt.asIntN(32, BigInt(x) * BigInt(y))) : x * y),
+        div: (x, y) => (int ? (y === 0 ? 0 : i32(Math.trunc(x / y))) : x / y),
+        mod: (x, y) => (int ? (y === 0 ? 0 : i32(x % y)) : x % y),
+        min: Math.min,
+        max: Math.max,
+        lt: (x, y) => x < y,
+        le: (x, y) => x <= y,
+        gt: (x, y) => x > y,
+        ge: (x, y) => x >= y,
+        eq: (x, y) => x === y,
+        ne: (x, y) => x !== y,
+      };
+      const fn = f[n.fn];
+      if (!fn) throw new Error(`unknown binary ${n.fn}`);
+      return (env) => fn(a(env), b(env));
     }
   }
 }
@@ -204,6 +198,9 @@ export function denseAttention(spec: AttentionSpec, inputs: AttentionInputs): At
   const k = rounded(inputs.k, spec.dtype);
   const v = rounded(inputs.v, spec.dtype);
   const tensors = spec.tensors.map((t) => t.data);
+  const mask = spec.mask ? interpret(spec.mask.expr, tensors) : null;
+  const mod = spec.scoreMod ? interpret(spec.scoreMod.expr, tensors) : null;
+  const env: Env = { b: 0, h: 0, q: 0, kv: 0, score: 0 };
   const out = new Float32Array(B * H * SQ * DV);
   const lse = new Float32Array(B * H * SQ);
   // rows[b][h][s]: one plain array per row, extracted once.
@@ -254,12 +251,20 @@ export function denseAttention(spec: AttentionSpec, inputs: AttentionInputs): At
         }
         const scores: number[] = [];
         for (let j = 0; j < SK; j++) {
-          const env = { b, h, q: i, kv: j, score: 0 };
-          if (spec.mask && !evaluate(spec.mask.expr, env, tensors)) continue;
+          env.b = b;
+          env.h = h;
+          env.q = i;
+          env.kv = j;
+          env.score = 0;
+          if (mask && !mask(env)) continue;
           const kj = kRows[b][hk][j];
-          let s = spec.scale * qi.reduce((acc, x, d) => acc + x * kj[d], 0);
-          if (spec.scoreMod)
-            s = evaluate(spec.scoreMod.expr, { ...env, score: s }, tensors) as number;
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += qi[d] * kj[d];
+          let s = spec.scale * dot;
+          if (mod) {
+            env.score = s;
+            s = mod(env) as number;
+          }
           if (s === Number.NEGATIVE_INFINITY) continue;
           scores.push(s);
           values.push(vRows[b][hk][j]);

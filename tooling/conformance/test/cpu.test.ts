@@ -1,0 +1,20 @@
+// The whole catalogue against cpu, compared two ways so that it can fail: the blockwise strategy
+// against the naive one (which ignores block layouts), and against the independent dense
+// implementation written for cpu's unit tests (its own expression interpreter, no compileJs).
+import { createCpuBackend } from '@tessera/cpu';
+import { denseAttention } from '../../../packages/cpu/test/dense.js';
+import { describeConformance } from '../src/vitest.js';
+
+describeConformance('cpu tiled vs cpu naive', () => createCpuBackend(), {
+  referenceOptions: { strategy: 'naive' },
+});
+
+// Small blocks here, so that block skipping and per-slice layouts matter at catalogue sizes.
+describeConformance(
+  'cpu tiled (16×8 blocks) vs the dense test reference',
+  () => createCpuBackend(),
+  {
+    reference: () => denseAttention,
+    runOptions: { blockQ: 16, blockKV: 8 },
+  },
+);
