@@ -4,7 +4,15 @@
 //   2. TypeDoc + typedoc-plugin-markdown: the API reference pages under site/api/;
 //   3. `vitepress build site` into site/.vitepress/dist.
 // `--prepare-only` stops after step 2 (for `vitepress dev site`).
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -84,6 +92,10 @@ async function apiReference() {
   const project = await app.convert();
   if (!project) throw new Error('TypeDoc could not convert the packages (see the errors above)');
   await app.generateOutputs(project);
+  // Files the READMEs link to (not images, which VitePress bundles) are served as they are.
+  const media = join(siteDir, 'public', 'api', '_media');
+  rmSync(media, { recursive: true, force: true });
+  if (existsSync(join(out, '_media'))) cpSync(join(out, '_media'), media, { recursive: true });
   mkdirSync(generatedDir, { recursive: true });
   // Sidebar links without the .md suffix, as VitePress serves them.
   const sidebar = readFileSync(join(out, 'typedoc-sidebar.json'), 'utf8');

@@ -149,7 +149,8 @@ describe('the docs site in Chromium', () => {
         const url = new URL(href);
         if (url.origin !== origin) continue;
         links.push({ from: path, path: url.pathname, hash: decodeURIComponent(url.hash.slice(1)) });
-        const isPage = !/\.(png|svg|json|txt|css|js)$/.test(url.pathname);
+        // Clean URLs are pages; a path with a file extension is a file (an image, a chart, a source).
+        const isPage = !/\.[a-z0-9]+$/i.test(url.pathname) || url.pathname.endsWith('.html');
         if (isPage && !seen.has(url.pathname)) {
           seen.add(url.pathname);
           queue.push(url.pathname);
@@ -290,6 +291,27 @@ describe('the docs site in Chromium', () => {
     await page.locator('[data-testid="status"][data-status="done"]').waitFor({ timeout: 30_000 });
     expect(await page.getByTestId('result-backend').textContent()).toBe('cpu');
     expect(await page.getByTestId('verdict').getAttribute('data-matches')).toBe('true');
+    expect(problems).toEqual([]);
+    await page.close();
+  }, 60_000);
+
+  it('falls back to the CPU backend in a browser without WebGPU, and still shows the WGSL', async () => {
+    const page = await context.newPage();
+    const problems = watch(page);
+    await page.addInitScript(() => {
+      Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined });
+    });
+    await page.goto(
+      `${server.url}/playground?pattern=strided&stride=8&seq=64&heads=1&dim=16&tile=16`,
+    );
+    expect(await page.getByTestId('backend').inputValue()).toBe('auto');
+    await page.getByTestId('run').click();
+    await page.locator('[data-testid="status"][data-status="done"]').waitFor({ timeout: 30_000 });
+    expect(await page.getByTestId('result-backend').textContent()).toBe('cpu');
+    expect(await page.getByTestId('fallback-note').textContent()).toContain('no WebGPU');
+    expect(await page.getByTestId('verdict').getAttribute('data-matches')).toBe('true');
+    await page.getByTestId('wgsl-details').locator('summary').click();
+    await expect.poll(() => page.getByTestId('wgsl').textContent()).toContain('@compute');
     expect(problems).toEqual([]);
     await page.close();
   }, 60_000);
