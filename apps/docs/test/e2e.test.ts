@@ -276,6 +276,7 @@ describe('the docs site in Chromium', () => {
     await page.locator('[data-testid="status"][data-status="done"]').waitFor({ timeout: 60_000 });
     // A tall viewport rather than fullPage: fixed headers would otherwise be painted mid-page.
     await page.setViewportSize({ width: 1400, height: 2000 });
+    await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: join(artifacts, 'playground.png') });
     expect(problems).toEqual([]);
     await page.close();
