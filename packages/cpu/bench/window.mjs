@@ -49,6 +49,7 @@ async function child(strategy, n) {
   const backend = await createCpuBackend();
   const rssBefore = process.memoryUsage().rss;
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const result = { strategy, n, rssBeforeMiB: mb(rssBefore) };
   try {
     const { out } = await backend.run(spec, inputs, { strategy });
@@ -61,11 +62,32 @@ async function child(strategy, n) {
     result.error = `${e.name}: ${e.message}`;
   }
   result.ms = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  result.cpuMs = (cpu.user + cpu.system) / 1000;
   result.peakRssMiB = process.resourceUsage().maxRSS / 1024; // maxRSS is in KiB
   const cost = estimateCost(spec, { strategy });
   result.computedPairs = cost.computedPairs;
   result.peakExtraBytes = cost.peakExtraBytes;
   process.stdout.write(JSON.stringify(result));
+}
+
+/** Both strategies in one process, for the error between them (not for memory). */
+async function compare(n) {
+  const spec = specFor(n);
+  const len = shape.batch * shape.headsQ * n * shape.headDim;
+  const inputs = { q: seeded(len, 1), k: seeded(len, 2), v: seeded(len, 3) };
+  const backend = await createCpuBackend();
+  const a = await backend.run(spec, inputs, { strategy: 'tiled' });
+  const b = await backend.run(spec, inputs, { strategy: 'naive' });
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.out.length; i++) {
+    num += (a.out[i] - b.out[i]) ** 2;
+    den += b.out[i] ** 2;
+  }
+  let lse = 0;
+  for (let i = 0; i < b.lse.length; i++) lse = Math.max(lse, Math.abs(a.lse[i] - b.lse[i]));
+  process.stdout.write(JSON.stringify({ relErr: Math.sqrt(num / den), lseErr: lse }));
 }
 
 function runChild(strategy, n) {
@@ -82,12 +104,14 @@ const fmt = (x, d = 0) =>
 
 function row(r) {
   const time = r.ok ? `${fmt(r.ms / 1000, 2)} s` : `${fmt(r.ms, 1)} ms (refused)`;
+  const cpu = r.ok ? `${fmt(r.cpuMs / 1000, 2)} s` : `${fmt(r.cpuMs, 1)} ms`;
   const extra = r.peakRssMiB - r.rssBeforeMiB;
-  return `| ${fmt(r.n)} | ${r.strategy} | ${time} | ${fmt(r.rssBeforeMiB)} MiB | ${fmt(r.peakRssMiB)} MiB | ${fmt(Math.max(0, extra))} MiB | ${r.ok ? fmt(r.computedPairs) : '—'} |`;
+  return `| ${fmt(r.n)} | ${r.strategy} | ${time} | ${cpu} | ${fmt(r.rssBeforeMiB)} MiB | ${fmt(r.peakRssMiB)} MiB | ${fmt(Math.max(0, extra))} MiB | ${r.ok ? fmt(r.computedPairs) : '—'} |`;
 }
 
 if (args[0] === '--child') {
-  await child(args[1], Number(args[2]));
+  if (args[1] === 'compare') await compare(Number(args[2]));
+  else await child(args[1], Number(args[2]));
 } else {
   const big = opt('n', 65536);
   const small = opt('small', 4096);
@@ -104,18 +128,18 @@ if (args[0] === '--child') {
   );
   console.log('');
   console.log(
-    '| N | strategy | time | RSS before run (inputs) | peak RSS | peak − before | (q, kv) pairs computed |',
+    '| N | strategy | wall time | CPU time | RSS before run (inputs) | peak RSS | peak − before | (q, kv) pairs computed |',
   );
-  console.log('|---:|---|---:|---:|---:|---:|---:|');
+  console.log('|---:|---|---:|---:|---:|---:|---:|---:|');
   for (const r of results) console.log(row(r));
   for (const r of results.filter((x) => !x.ok))
     console.log(`\nN=${fmt(r.n)} naive: \`${r.error}\``);
   const t = results.find((r) => r.n === small && r.strategy === 'tiled');
   const nv = results.find((r) => r.n === small && r.strategy === 'naive');
   if (t?.ok && nv?.ok) {
-    const rel = Math.abs(t.outNorm - nv.outNorm) / nv.outNorm;
+    const err = runChild('compare', small);
     console.log(
-      `\nN=${fmt(small)}: naive / tiled time ${fmt(nv.ms / t.ms, 1)}×, peak-RSS growth ${fmt(nv.peakRssMiB - nv.rssBeforeMiB)} vs ${fmt(t.peakRssMiB - t.rssBeforeMiB)} MiB; ‖out‖ agree to ${rel.toExponential(1)}.`,
+      `\nN=${fmt(small)}: naive / tiled CPU time ${fmt(nv.cpuMs / t.cpuMs, 1)}×, peak-RSS growth ${fmt(nv.peakRssMiB - nv.rssBeforeMiB)} vs ${fmt(t.peakRssMiB - t.rssBeforeMiB)} MiB; outputs agree to ${err.relErr.toExponential(1)} (relative), lse to ${err.lseErr.toExponential(1)}.`,
     );
   }
 }
