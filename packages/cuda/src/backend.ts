@@ -40,6 +40,8 @@ export interface CudaBackendOptions {
 export interface CudaRunOptions extends RunOptions {
   /** Force the CUDA-core path for a 16-bit spec (default: tensor cores when eligible). */
   readonly path?: 'mma' | 'simt';
+  /** Tensor-core path: 16-row m-tiles per warp (see EmitOptions). */
+  readonly warpTiles?: 1 | 2;
 }
 
 /** q, k, v as host arrays or as device tensors of the spec's dtype. */
@@ -66,6 +68,13 @@ interface Prepared {
   launch(q: bigint, k: bigint, v: bigint, out: bigint, lse: bigint): void;
   release(): void;
 }
+
+const emitOptions = (o: CudaRunOptions) => ({
+  blockQ: o.blockQ,
+  blockKV: o.blockKV,
+  path: o.path,
+  warpTiles: o.warpTiles,
+});
 
 /** The naive strategy's layout: every block visited, the mask evaluated per element everywhere. */
 function denseLayout(spec: AttentionSpec, blockQ: number, blockKV: number): BlockLayout {
@@ -102,8 +111,7 @@ export class CudaBackend implements AttentionBackend {
 
   /** The CUDA C++ this backend generates for `spec` (deterministic). */
   emitSource(spec: AttentionSpec, options: CudaRunOptions = {}): string {
-    return emitCuda(spec, { blockQ: options.blockQ, blockKV: options.blockKV, path: options.path })
-      .source;
+    return emitCuda(spec, emitOptions(options)).source;
   }
 
   /** Uploads a host array as a device tensor of `dtype`. */
@@ -182,7 +190,7 @@ export class CudaBackend implements AttentionBackend {
   async benchmark(
     spec: AttentionSpec,
     inputSets: readonly AttentionInputs[],
-    options: BenchmarkOptions & { path?: 'mma' | 'simt' },
+    options: BenchmarkOptions & { path?: 'mma' | 'simt'; warpTiles?: 1 | 2 },
   ): Promise<BenchmarkResult> {
     this.alive();
     if (inputSets.length === 0) throw new InputError('benchmark needs at least one input set');
@@ -233,7 +241,7 @@ export class CudaBackend implements AttentionBackend {
   /** Lowers, compiles and loads `spec` (cached per spec and options). */
   prepare(spec: AttentionSpec, options: CudaRunOptions = {}): Promise<Prepared> {
     this.alive();
-    const key = `${options.strategy ?? 'tiled'}|${options.path ?? ''}|${options.blockQ ?? ''}|${options.blockKV ?? ''}`;
+    const key = `${options.strategy ?? 'tiled'}|${options.path ?? ''}|${options.blockQ ?? ''}|${options.blockKV ?? ''}|${options.warpTiles ?? ''}`;
     let perSpec = this.prepared.get(spec);
     if (!perSpec) {
       perSpec = new Map();
@@ -346,11 +354,7 @@ export class CudaBackend implements AttentionBackend {
   }
 
   private async build(spec: AttentionSpec, options: CudaRunOptions): Promise<Prepared> {
-    const module = emitCuda(spec, {
-      blockQ: options.blockQ,
-      blockKV: options.blockKV,
-      path: options.path,
-    });
+    const module = emitCuda(spec, emitOptions(options));
     if (spec.batch > 65535 || spec.headsQ > 65535)
       throw new UnsupportedError(
         `cuda: batch and headsQ must be at most 65535 (got ${spec.batch}, ${spec.headsQ})`,

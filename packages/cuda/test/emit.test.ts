@@ -35,7 +35,7 @@ describe('emitCuda', () => {
     // A hint this path cannot take falls back to the default; an explicit option is an error.
     expect(emitCuda(spec({ tiling: { blockQ: 100 } })).blockQ).toBe(128);
     expect(() => emitCuda(spec(), { blockQ: 100 })).toThrow(
-      /blockQ and blockKV in 16, 32, ..., 128 \(got 100 × 64\)/,
+      /blockQ and blockKV in 16, 32, ..., 128, blockQ a multiple of 16 × warpTiles \(got 100 × 64, warpTiles 1\)/,
     );
     expect(() => emitCuda(spec({ dtype: 'f32' }), { blockKV: 64 })).toThrow(/blockKV 32/);
   });

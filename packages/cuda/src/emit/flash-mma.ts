@@ -14,6 +14,8 @@ import {
 export interface MmaTiling {
   readonly blockQ: number;
   readonly blockKV: number;
+  /** 16-row m-tiles per warp (1 or 2): 2 halves the K/V fragment reads per FLOP, costs registers. */
+  readonly warpTiles: 1 | 2;
 }
 
 /** Parameters of every softmax attention kernel (the simt path uses the same struct). */
@@ -46,9 +48,15 @@ export function mmaEligible(spec: AttentionSpec): boolean {
 }
 
 /** Default tiles: 128×64 with 8 warps for head dims up to 128, 64×32 with 4 warps above. */
+/**
+ * Default tiles: 128 query rows on 4 warps of 32 rows each (FlashAttention-2's shape) with 64 keys
+ * per step for head dims up to 64 and 32 above (64 keys at 128 spills registers); for head dims
+ * above 128, 64 rows on 4 warps of 16 rows and 32 keys.
+ */
 export function defaultMmaTiling(spec: AttentionSpec): MmaTiling {
-  const wide = Math.max(roundUp(spec.headDim, 16), roundUp(spec.headDimV, 16)) > 128;
-  return wide ? { blockQ: 64, blockKV: 32 } : { blockQ: 128, blockKV: 64 };
+  const dim = Math.max(roundUp(spec.headDim, 16), roundUp(spec.headDimV, 16));
+  if (dim > 128) return { blockQ: 64, blockKV: 32, warpTiles: 1 };
+  return { blockQ: 128, blockKV: dim > 64 ? 32 : 64, warpTiles: 2 };
 }
 
 export function mmaSharedBytes(spec: AttentionSpec, t: MmaTiling): number {
@@ -72,16 +80,17 @@ export function emitFlashMma(
   source: string;
   entry: KernelEntry;
 } {
-  const { blockQ: BM, blockKV: BN } = tiling;
-  if (BM % 16 !== 0 || BM < 16 || BM > 128)
-    throw new Error(`blockQ ${BM} must be 16..128, a multiple of 16`);
+  const { blockQ: BM, blockKV: BN, warpTiles: MT } = tiling;
+  const WR = 16 * MT;
+  if (BM % WR !== 0 || BM < WR || BM > 128)
+    throw new Error(`blockQ ${BM} must be ${WR}..128, a multiple of ${WR}`);
   if (BN % 16 !== 0 || BN < 16 || BN > 128)
     throw new Error(`blockKV ${BN} must be 16..128, a multiple of 16`);
   const DP = roundUp(spec.headDim, 16);
   const DVP = roundUp(spec.headDimV, 16);
-  const threads = (BM / 16) * 32;
+  const threads = (BM / WR) * 32;
   const params = softmaxParams(spec);
-  const qInRegs = DP <= 128;
+  const qInRegs = MT === 1 && DP <= 128;
   const hasMask = spec.mask !== null;
   const tail = spec.seqKV % BN !== 0;
   const mmaType = spec.dtype === 'bf16' ? 'bf16' : 'f16';
@@ -90,7 +99,7 @@ export function emitFlashMma(
   const source = `${modulePrelude(spec)}
 
 ${shapeConstants(spec)}
-constexpr int BM = ${BM}, BN = ${BN}, NWARPS = ${BM / 16}, NTHREADS = ${threads};
+constexpr int BM = ${BM}, BN = ${BN}, MT = ${MT}, WROWS = 16 * MT, NWARPS = BM / WROWS, NTHREADS = ${threads};
 constexpr int DP = ${DP}, DVP = ${DVP};              // head dims padded to the mma k/n step
 constexpr int LDQ = DP + 8, LDK = DP + 8, LDV = DVP + 8; // smem row strides (halves): +16 B kills ldmatrix bank conflicts
 constexpr int NQB = ${Math.ceil(spec.seqQ / BM)}, NKB = ${Math.ceil(spec.seqKV / BN)};
@@ -193,11 +202,18 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) ${kernelName}(const TsrPa
   }
   tsr_cp_commit();
 
-  float o[ND][4];
+  // Each warp owns MT m-tiles of 16 rows: rows qrow + mt * 16 (fragment i = 0, 1) and + 8 (i = 2, 3).
+  float o[MT][ND][4];
+  float mr[MT][2], lr[MT][2];
   #pragma unroll
-  for (int d = 0; d < ND; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
-  float m0 = TSR_NEG_INF, m1 = TSR_NEG_INF, l0 = 0.f, l1 = 0.f;
-  const int qrow = q0 + warp * 16 + g;
+  for (int mt = 0; mt < MT; ++mt) {
+    mr[mt][0] = mr[mt][1] = TSR_NEG_INF;
+    lr[mt][0] = lr[mt][1] = 0.f;
+    #pragma unroll
+    for (int d = 0; d < ND; ++d) o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0.f;
+  }
+  const int qrow = q0 + warp * WROWS + g;
+  const tsr_elem* sQw = sQ + (warp * WROWS + (lane & 15)) * LDQ + (lane >> 4) * 8;  // this lane's ldmatrix row
 ${qInRegs ? '  unsigned qf[KS][4];\n' : ''}
   for (int e = e0; e < e1; ++e) {
     const int st = (e - e0) & 1;
@@ -217,80 +233,97 @@ ${
   qInRegs
     ? `    if (e == e0) {
       #pragma unroll
-      for (int ks = 0; ks < KS; ++ks) tsr_ldsm_x4(qf[ks], sQ + (warp * 16 + (lane & 15)) * LDQ + ks * 16 + (lane >> 4) * 8);
+      for (int ks = 0; ks < KS; ++ks) tsr_ldsm_x4(qf[ks], sQw + ks * 16);
     }
 `
     : ''
 }
-    // S = Q K^T for this warp's 16 rows
-    float s[NT][4];
+    // S = Q K^T: each K fragment pair feeds all MT m-tiles
+    float s[MT][NT][4];
     #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    for (int mt = 0; mt < MT; ++mt)
+      #pragma unroll
+      for (int nt = 0; nt < NT; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
     #pragma unroll
     for (int ks = 0; ks < KS; ++ks) {
+      unsigned a[MT][4];
+      #pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
 ${
   qInRegs
-    ? '      const unsigned (&a)[4] = qf[ks];\n'
-    : '      unsigned a[4];\n      tsr_ldsm_x4(a, sQ + (warp * 16 + (lane & 15)) * LDQ + ks * 16 + (lane >> 4) * 8);\n'
-}      #pragma unroll
+    ? '        a[mt][0] = qf[ks][0]; a[mt][1] = qf[ks][1]; a[mt][2] = qf[ks][2]; a[mt][3] = qf[ks][3];\n'
+    : '        tsr_ldsm_x4(a[mt], sQw + mt * 16 * LDQ + ks * 16);\n'
+}      }
+      #pragma unroll
       for (int np = 0; np < NT / 2; ++np) {
         unsigned bk[4];
         tsr_ldsm_x4(bk, tK + (np * 16 + ((lane >> 4) << 3) + (lane & 7)) * LDK + ks * 16 + ((lane >> 3) & 1) * 8);
-        tsr_mma(s[2 * np], a, bk[0], bk[1]);
-        tsr_mma(s[2 * np + 1], a, bk[2], bk[3]);
+        #pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          tsr_mma(s[mt][2 * np], a[mt], bk[0], bk[1]);
+          tsr_mma(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
+        }
       }
     }
 
     const int j = p.kv_blocks[e];
     const int kv0 = j * BN + 2 * t4;
+    #pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
 ${dispatchLogits(hasMask, tail)}
+    }
 
-    // online softmax: rows qrow (i = 0, 1) and qrow + 8 (i = 2, 3); a row lives in one quad
-    float mx0 = m0, mx1 = m1;
+    // online softmax; a row lives in one quad (4 lanes)
     #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-      mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    // A row with nothing unmasked yet keeps max -inf: subtract 0 so exp2(-inf) = 0, never NaN.
-    const float base0 = mx0 == TSR_NEG_INF ? 0.f : mx0;
-    const float base1 = mx1 == TSR_NEG_INF ? 0.f : mx1;
-    const float alpha0 = tsr_exp2(m0 - base0), alpha1 = tsr_exp2(m1 - base1);
-    m0 = mx0;
-    m1 = mx1;
-    float rs0 = 0.f, rs1 = 0.f;
-    #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      s[nt][0] = tsr_exp2(s[nt][0] - base0);
-      s[nt][1] = tsr_exp2(s[nt][1] - base0);
-      s[nt][2] = tsr_exp2(s[nt][2] - base1);
-      s[nt][3] = tsr_exp2(s[nt][3] - base1);
-      rs0 += s[nt][0] + s[nt][1];
-      rs1 += s[nt][2] + s[nt][3];
-    }
-    l0 = l0 * alpha0 + rs0;
-    l1 = l1 * alpha1 + rs1;
-    #pragma unroll
-    for (int d = 0; d < ND; ++d) {
-      o[d][0] *= alpha0; o[d][1] *= alpha0;
-      o[d][2] *= alpha1; o[d][3] *= alpha1;
+    for (int mt = 0; mt < MT; ++mt) {
+      #pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        float mx = mr[mt][hf];
+        #pragma unroll
+        for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * hf], s[mt][nt][2 * hf + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        // A row with nothing unmasked yet keeps max -inf: subtract 0 so exp2(-inf) = 0, never NaN.
+        const float base = mx == TSR_NEG_INF ? 0.f : mx;
+        const float alpha = tsr_exp2(mr[mt][hf] - base);
+        mr[mt][hf] = mx;
+        float rs = 0.f;
+        #pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const float p0 = tsr_exp2(s[mt][nt][2 * hf] - base), p1 = tsr_exp2(s[mt][nt][2 * hf + 1] - base);
+          s[mt][nt][2 * hf] = p0;
+          s[mt][nt][2 * hf + 1] = p1;
+          rs += p0 + p1;
+        }
+        lr[mt][hf] = lr[mt][hf] * alpha + rs;
+        #pragma unroll
+        for (int d = 0; d < ND; ++d) {
+          o[mt][d][2 * hf] *= alpha;
+          o[mt][d][2 * hf + 1] *= alpha;
+        }
+      }
     }
 
     // O += P V: the S accumulators of two adjacent n-tiles are the A fragment of one k-step
     #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
-      const unsigned pa[4] = {tsr_pack2(s[2 * kk][0], s[2 * kk][1]), tsr_pack2(s[2 * kk][2], s[2 * kk][3]),
-                              tsr_pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]), tsr_pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      unsigned pf[MT][4];
+      #pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        pf[mt][0] = tsr_pack2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pf[mt][1] = tsr_pack2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pf[mt][2] = tsr_pack2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pf[mt][3] = tsr_pack2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
       #pragma unroll
       for (int dp = 0; dp < ND / 2; ++dp) {
         unsigned bv[4];
         tsr_ldsm_x4_t(bv, tV + (kk * 16 + (lane & 15)) * LDV + dp * 16 + (lane >> 4) * 8);
-        tsr_mma(o[2 * dp], pa, bv[0], bv[1]);
-        tsr_mma(o[2 * dp + 1], pa, bv[2], bv[3]);
+        #pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          tsr_mma(o[mt][2 * dp], pf[mt], bv[0], bv[1]);
+          tsr_mma(o[mt][2 * dp + 1], pf[mt], bv[2], bv[3]);
+        }
       }
     }
     __syncthreads();  // this stage is refilled two iterations on
@@ -298,26 +331,27 @@ ${dispatchLogits(hasMask, tail)}
   tsr_cp_wait<0>();
 
   // epilogue: normalise, write out (0 for rows with no unmasked key) and the natural-log LSE
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
   tsr_elem* op = p.out + b * O_SB + h * O_SH;
+  float* lp = p.lse + (long long)(b * HQ + h) * SQ;
   #pragma unroll
-  for (int d = 0; d < ND; ++d) {
-    const int col = d * 8 + 2 * t4;
-    if (col < DV) {
-      if (qrow < SQ)
-        *reinterpret_cast<unsigned*>(op + qrow * O_SS + col) = tsr_pack2(o[d][0] * inv0, o[d][1] * inv0);
-      if (qrow + 8 < SQ)
-        *reinterpret_cast<unsigned*>(op + (qrow + 8) * O_SS + col) = tsr_pack2(o[d][2] * inv1, o[d][3] * inv1);
+  for (int mt = 0; mt < MT; ++mt) {
+    #pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float l = lr[mt][hf];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const int r = qrow + mt * 16 + hf * 8;
+      if (r < SQ) {
+        #pragma unroll
+        for (int d = 0; d < ND; ++d) {
+          const int col = d * 8 + 2 * t4;
+          if (col < DV)
+            *reinterpret_cast<unsigned*>(op + r * O_SS + col) = tsr_pack2(o[mt][d][2 * hf] * inv, o[mt][d][2 * hf + 1] * inv);
+        }
+        if (t4 == 0) lp[r] = l > 0.f ? (mr[mt][hf] + log2f(l)) * TSR_LN2 : TSR_NEG_INF;
+      }
     }
-  }
-  if (t4 == 0) {
-    float* lp = p.lse + (long long)(b * HQ + h) * SQ;
-    if (qrow < SQ) lp[qrow] = l0 > 0.f ? (m0 + log2f(l0)) * TSR_LN2 : TSR_NEG_INF;
-    if (qrow + 8 < SQ) lp[qrow + 8] = l1 > 0.f ? (m1 + log2f(l1)) * TSR_LN2 : TSR_NEG_INF;
   }
 }
 `;
@@ -325,13 +359,16 @@ ${dispatchLogits(hasMask, tail)}
 }
 
 function dispatchLogits(hasMask: boolean, tail: boolean): string {
-  const call = (m: boolean, bd: boolean) => `tsr_logits<${m}, ${bd}>(s, b, h, qrow, kv0, p);`;
+  const call = (m: boolean, bd: boolean) =>
+    `tsr_logits<${m}, ${bd}>(s[mt], b, h, qrow + mt * 16, kv0, p);`;
   const bounded = tail ? 'j == NKB - 1' : 'false';
-  if (!hasMask && !tail) return `    ${call(false, false)}`;
-  if (!hasMask) return `    if (${bounded}) ${call(false, true)}\n    else ${call(false, false)}`;
+  const ind = '      ';
+  if (!hasMask && !tail) return `${ind}${call(false, false)}`;
+  if (!hasMask)
+    return `${ind}if (${bounded}) ${call(false, true)}\n${ind}else ${call(false, false)}`;
   const full = 'p.full[e]';
-  if (!tail) return `    if (${full}) ${call(false, false)}\n    else ${call(true, false)}`;
-  return `    const bool bounded = ${bounded};
-    if (${full}) { if (bounded) ${call(false, true)} else ${call(false, false)} }
-    else { if (bounded) ${call(true, true)} else ${call(true, false)} }`;
+  if (!tail) return `${ind}if (${full}) ${call(false, false)}\n${ind}else ${call(true, false)}`;
+  return `${ind}const bool bounded = ${bounded};
+${ind}if (${full}) { if (bounded) ${call(false, true)} else ${call(false, false)} }
+${ind}else { if (bounded) ${call(true, true)} else ${call(true, false)} }`;
 }

@@ -16,6 +16,8 @@ export interface EmitOptions {
   readonly blockKV?: number;
   /** Force the CUDA-core path for a 16-bit spec (tests, comparisons). */
   readonly path?: 'mma' | 'simt';
+  /** Tensor-core path: 16-row m-tiles per warp (default 2 for head dims ≤ 128, else 1). */
+  readonly warpTiles?: 1 | 2;
 }
 
 /** A generated CUDA module: deterministic source plus how to launch what is in it. */
@@ -57,17 +59,24 @@ export function emitCuda(spec: AttentionSpec, options: EmitOptions = {}): CudaMo
   if (wantMma) {
     const d = defaultMmaTiling(spec);
     const fits = (v: number) => v % 16 === 0 && v >= 16 && v <= 128;
-    const t = {
-      blockQ: options.blockQ ?? hint(spec.tiling.blockQ, fits) ?? d.blockQ,
-      blockKV: options.blockKV ?? hint(spec.tiling.blockKV, fits) ?? d.blockKV,
-    };
-    if (!fits(t.blockQ) || !fits(t.blockKV)) {
+    const blockQ = options.blockQ ?? hint(spec.tiling.blockQ, fits) ?? d.blockQ;
+    const blockKV = options.blockKV ?? hint(spec.tiling.blockKV, fits) ?? d.blockKV;
+    const warpTiles = options.warpTiles ?? (blockQ % (16 * d.warpTiles) === 0 ? d.warpTiles : 1);
+    if (!fits(blockQ) || !fits(blockKV) || blockQ % (16 * warpTiles) !== 0) {
       throw new UnsupportedError(
-        `cuda: the tensor-core kernel takes blockQ and blockKV in 16, 32, ..., 128 (got ${t.blockQ} × ${t.blockKV})`,
+        `cuda: the tensor-core kernel takes blockQ and blockKV in 16, 32, ..., 128, blockQ a multiple of 16 × warpTiles (got ${blockQ} × ${blockKV}, warpTiles ${warpTiles})`,
       );
     }
+    const t = { blockQ, blockKV, warpTiles };
     const { source, entry } = emitFlashMma(spec, t, name);
-    return { source, path: 'mma', ...t, kernels: [entry], generatorVersion: GENERATOR_VERSION };
+    return {
+      source,
+      path: 'mma',
+      blockQ,
+      blockKV,
+      kernels: [entry],
+      generatorVersion: GENERATOR_VERSION,
+    };
   }
   const d = defaultSimtTiling(spec);
   const fitsQ = (v: number) => v % 4 === 0 && v >= 4 && v <= 64;
