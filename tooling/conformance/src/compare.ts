@@ -5,7 +5,7 @@ import type {
   AttentionSpec,
   RunOptions,
 } from '@tessera/core';
-import type { ConformanceCase, Tolerance } from './cases.js';
+import type { ConformanceCase, Tolerance } from './types.js';
 
 /** What a case is compared against: a backend (usually cpu) or a function computing outputs. */
 export type Reference =

@@ -1,13 +1,4 @@
-export {
-  alibi,
-  type CatalogueOptions,
-  type ConformanceCase,
-  conformanceCases,
-  DTYPE_TOLERANCE,
-  type Profile,
-  softcap,
-  type Tolerance,
-} from './cases.js';
+export { conformanceCases } from './cases.js';
 export {
   type CaseResult,
   type Comparison,
@@ -17,4 +8,12 @@ export {
   runCase,
 } from './compare.js';
 export { seededInputs, seededValues, seedOf } from './inputs.js';
+export { alibi, softcap } from './mods.js';
 export { PATTERN_BUILDERS, PATTERNS, type PatternEntry, type PatternShape } from './patterns.js';
+export {
+  type CatalogueOptions,
+  type ConformanceCase,
+  DTYPE_TOLERANCE,
+  type Profile,
+  type Tolerance,
+} from './types.js';

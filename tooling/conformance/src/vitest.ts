@@ -3,8 +3,9 @@
 import type { AttentionBackend } from '@tessera/core';
 import { createCpuBackend } from '@tessera/cpu';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CatalogueOptions, type ConformanceCase, conformanceCases } from './cases.js';
+import { conformanceCases } from './cases.js';
 import { type Reference, type RunCaseOptions, runCase } from './compare.js';
+import type { CatalogueOptions, ConformanceCase } from './types.js';
 
 export interface DescribeConformanceOptions extends CatalogueOptions, RunCaseOptions {
   /** What the backend is compared with; default: a fresh `createCpuBackend()`. */
