@@ -129,9 +129,9 @@ export function cudaRenderer(
         case 'mod':
           return int ? `tsr_imod(${x}, ${y})` : `fmodf(${x}, ${y})`;
         case 'min':
-          return int ? `min(${x}, ${y})` : `fminf(${x}, ${y})`;
+          return int ? `(${x} < ${y} ? ${x} : ${y})` : `fminf(${x}, ${y})`;
         case 'max':
-          return int ? `max(${x}, ${y})` : `fmaxf(${x}, ${y})`;
+          return int ? `(${x} > ${y} ? ${x} : ${y})` : `fmaxf(${x}, ${y})`;
         case 'lt':
           return `${x} < ${y}`;
         case 'le':

@@ -15,7 +15,7 @@ Masks: {"type": "none"} | {"type": "causal"} | {"type": "window", "size", "causa
        {"type": "blocks", "block", "file"} (kv-block lists, int32: for each q block its count,
        then its indices; every listed block fully unmasked, e.g. BigBird).
 Mods:  {"type": "none"} | {"type": "alibi", "slopes": [...]} | {"type": "softcap", "cap"}.
-Prints one JSON object to RESULT.json; errors of one task are reported, not fatal.
+Writes one JSON object to RESULT.json (rewritten after each task); a failing task is reported, not fatal.
 """
 import json
 import sys
@@ -158,7 +158,8 @@ def main():
         result["tasks"][task["key"]] = r
         print(f"[peers] {task['key']}: {json.dumps({k: v for k, v in r.items() if k != 'times_ms' and k != 'trace'})}", flush=True)
         torch.cuda.empty_cache()
-    json.dump(result, open(sys.argv[2], "w"))
+        with open(sys.argv[2], "w") as f:  # after every task, so a run cut short keeps what it measured
+            json.dump(result, f)
 
 
 if __name__ == "__main__":

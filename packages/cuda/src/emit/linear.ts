@@ -237,6 +237,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) ${scanName}(const TsrScan
         }
         sA[i] = a;
       }
+      __syncthreads();  // sA is read across rows below
     }
     for (int r = tid; r < C; r += NTHREADS) {
       float den = 0.f;
