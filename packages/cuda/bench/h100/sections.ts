@@ -565,7 +565,7 @@ function runPeers(
   log(`running ${tasks.length} PyTorch peer tasks (${opts.python.script})`);
   const r = spawnSync(opts.python.python, [opts.python.script, plan, result], {
     stdio: 'inherit',
-    timeout: timeoutMs,
+    timeout: Math.max(1, Math.floor(timeoutMs)),
     killSignal: 'SIGKILL',
   });
   if (r.status !== 0) log(`peers exited with ${r.status ?? r.signal} (results so far are kept)`);
