@@ -1,0 +1,17 @@
+export {
+  createWebGpuBackend,
+  type PreparedRun,
+  type ResidentInputs,
+  type ResidentOutputs,
+  type TimestampWrites,
+  type WebGpuBackend,
+  type WebGpuBackendOptions,
+  type WebGpuRunOptions,
+} from './backend.js';
+export { type EmitOptions, emitWgsl } from './emit.js';
+export { DeviceLostError, ShaderCompileError } from './errors.js';
+export type { GpuLimits } from './gpu.js';
+export { chooseFlashTile, type TileRequest, tileKey, tileProblem } from './tiles.js';
+export { lowerWgsl, placeTensors, WgslExprRenderer } from './wgsl/expr.js';
+export { emitFlash, type FlashTile, flashWorkgroupBytes } from './wgsl/flash.js';
+export { emitNaive } from './wgsl/naive.js';
