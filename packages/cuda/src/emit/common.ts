@@ -85,8 +85,10 @@ typedef ${elem} tsr_elem;
 #define TSR_LOG2E 1.4426950408889634f
 #define TSR_LN2 0.6931471805599453f
 
+// <tsr-ptx>
 __device__ __forceinline__ float tsr_to_f32(tsr_elem x) { ${toF32} }
 __device__ __forceinline__ tsr_elem tsr_from_f32(float x) { ${fromF32} }
+// </tsr-ptx>
 ${exprPrelude()}`;
 }
 

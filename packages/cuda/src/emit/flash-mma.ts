@@ -109,6 +109,7 @@ ${paramStruct('TsrParams', params)}
 
 ${scoreFunctions(spec, 'TsrParams')}
 
+// <tsr-ptx> PTX helpers (tests swap this block for a host emulation)
 __device__ __forceinline__ unsigned tsr_smem_addr(const void* p) {
   unsigned r;
   asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
@@ -144,6 +145,7 @@ __device__ __forceinline__ float tsr_exp2(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
   return r;
 }
+// </tsr-ptx>
 
 // Copies rows [row0, row0 + ROWS) of a [rows x COLS] global matrix (row stride in elements) into a
 // smem tile with row stride LD; rows past \`rows\` and 16-byte chunks past COLS are zero-filled.
