@@ -22,7 +22,7 @@ import {
 import { strides } from '../src/emit/common.js';
 import { type CudaModuleSource, emitCuda } from '../src/emit/index.js';
 
-const RUNTIME = String.raw`
+const RUNTIME = `
 #include <algorithm>
 #include <barrier>
 #include <cmath>
@@ -278,7 +278,7 @@ export function runEmulated(dir: string, cases: readonly EmulatedCase[]): Attent
         layout.kvBlocks.length ? layout.kvBlocks : new Int32Array(1),
       );
       writeFileSync(join(d, 'full.bin'), layout.full.length ? layout.full : new Uint8Array(1));
-      spec.tensors.forEach((t, ti) => writeFileSync(join(d, `t${ti}.bin`), t.data));
+      for (const [ti, t] of spec.tensors.entries()) writeFileSync(join(d, `t${ti}.bin`), t.data);
     }
     units.push(caseUnit(i, c));
   });
