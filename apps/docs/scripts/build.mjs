@@ -72,6 +72,7 @@ async function apiReference() {
       excludeInternal: true,
       skipErrorChecking: true,
       disableSources: true,
+      validation: { notExported: false, invalidLink: false },
     },
     plugin: ['typedoc-plugin-markdown', 'typedoc-vitepress-theme'],
     out,
