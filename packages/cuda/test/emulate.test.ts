@@ -133,6 +133,29 @@ const cases: EmulatedCase[] = [
   own('linear favor+ causal bshd', generatorCases['linear-favor-causal-bshd'] as AttentionSpec, 11),
   own('linear trig-rf f16', generatorCases['linear-trig-f16'] as AttentionSpec, 12),
 ];
+// The other tile shapes the bench sweeps, and 16-row tiles with 16 keys (Q fragments in registers).
+const tiled = defineAttention({
+  batch: 1,
+  headsQ: 2,
+  seqQ: 100,
+  headDim: 64,
+  dtype: 'bf16',
+  mask: causal(),
+});
+for (const options of [
+  { blockQ: 128, blockKV: 64, warpTiles: 1 },
+  { blockQ: 64, blockKV: 32, warpTiles: 2 },
+  { blockQ: 16, blockKV: 16, warpTiles: 1 },
+] as const) {
+  cases.push({
+    ...own(
+      `mma bf16 causal tiles ${options.blockQ}x${options.blockKV}/${options.warpTiles}`,
+      tiled,
+      20,
+    ),
+    options,
+  });
+}
 for (const c of conformanceCases({
   filter: (c) =>
     [
@@ -159,7 +182,7 @@ describe('generated kernels on the host emulator', () => {
     for (const [i, c] of cases.entries()) {
       const ref = await cpu.run(c.spec, c.inputs);
       const r = compareOutputs(got[i] as never, ref, DTYPE_TOLERANCE[c.spec.dtype]);
-      if (!r.pass) problems.push(`${c.name} (${emitCuda(c.spec).path}): ${r.message}`);
+      if (!r.pass) problems.push(`${c.name} (${emitCuda(c.spec, c.options).path}): ${r.message}`);
     }
     await cpu.dispose();
     expect(problems).toEqual([]);

@@ -20,7 +20,7 @@ import {
   unpackHalf,
 } from '@tessera/core';
 import { strides } from '../src/emit/common.js';
-import { type CudaModuleSource, emitCuda } from '../src/emit/index.js';
+import { type CudaModuleSource, type EmitOptions, emitCuda } from '../src/emit/index.js';
 
 const RUNTIME = `
 #include <algorithm>
@@ -187,19 +187,22 @@ function hostKernel(module: CudaModuleSource, dtype: AttentionSpec['dtype']): st
       'extern __shared__ __align__(16) unsigned char tsr_smem[];',
       'unsigned char* tsr_smem = emu_smem;',
     )
-    .replaceAll('#pragma nv_diag_suppress 177', '');
+    .replaceAll('#pragma nv_diag_suppress 177', '')
+    .replaceAll('extern "C" ', ''); // C++ linkage: each case's kernels live in its own namespace
 }
 
 export interface EmulatedCase {
   readonly name: string;
   readonly spec: AttentionSpec;
   readonly inputs: AttentionInputs;
+  /** Tile options for emitCuda (default: its own choice). */
+  readonly options?: EmitOptions;
 }
 
 /** One case's namespace: the kernel plus a run(dir) that reads inputs, launches, writes outputs. */
 function caseUnit(index: number, c: EmulatedCase): string {
   const { spec } = c;
-  const module = emitCuda(spec);
+  const module = emitCuda(spec, c.options);
   const elem = spec.dtype === 'f32' ? 'float' : 'unsigned short';
   const sizes = tensorSizes(spec);
   const lines: string[] = [];
@@ -262,7 +265,7 @@ export function runEmulated(dir: string, cases: readonly EmulatedCase[]): Attent
       const x = inputs[name];
       writeFileSync(join(d, `${name}.bin`), spec.dtype === 'f32' ? x : packHalf(x, spec.dtype));
     }
-    const module = emitCuda(spec);
+    const module = emitCuda(spec, c.options);
     if (module.path === 'linear') {
       const w =
         spec.kernel.type === 'linear' &&
