@@ -68,8 +68,12 @@ export function conformanceCases(options: CatalogueOptions = {}): ConformanceCas
     throw new TypeError(`profile must be 'ci' or 'full' (got ${JSON.stringify(profile)})`);
   }
   const maxWork = options.maxWork ?? DEFAULT_MAX_WORK[profile];
+  const cross = options.crossProduct ?? (profile === 'ci' ? 'cover' : 'all');
+  if (cross !== 'cover' && cross !== 'all') {
+    throw new TypeError(`crossProduct must be 'cover' or 'all' (got ${JSON.stringify(cross)})`);
+  }
   const defs = [
-    ...patternCases(profile),
+    ...patternCases(profile, cross),
     ...sizeCases(),
     ...edgeCases(),
     ...linearCases(),

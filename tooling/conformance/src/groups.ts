@@ -40,12 +40,14 @@ const CROSS_SIZES: Readonly<Record<Profile, readonly Size[]>> = {
   ],
 };
 
-export function patternCases(profile: Profile): CaseDef[] {
+export function patternCases(profile: Profile, cross: 'cover' | 'all'): CaseDef[] {
   const sizes = CROSS_SIZES[profile];
   const defs: CaseDef[] = [];
   PATTERNS.forEach((pattern, pi) => {
     HEADS.forEach((heads, hi) => {
       MODS.forEach((mod, mi) => {
+        // A Latin square: per pattern, each heads config and each mod once.
+        if (cross === 'cover' && (pi + hi + mi) % 3 !== 0) return;
         const k = pi * 9 + hi * 3 + mi;
         const size = sizes[(pi + hi * 2 + mi) % sizes.length];
         const shape: Shape = {

@@ -45,6 +45,13 @@ export type Profile = 'ci' | 'full';
 export interface CatalogueOptions {
   /** 'ci' (default): small sizes, for software Vulkan and 2-core CI; 'full': larger sizes. */
   readonly profile?: Profile;
+  /**
+   * Which of the pattern × {MHA, GQA, MQA} × {none, ALiBi, softcap} cases to keep. 'cover'
+   * (default for 'ci'): three per pattern, each head configuration once and each score
+   * modification once, all nine combinations across patterns. 'all' (default for 'full'): all nine
+   * per pattern.
+   */
+  readonly crossProduct?: 'cover' | 'all';
   /** Leave out cases whose `work` exceeds this (default 2e9 for 'ci', unbounded for 'full'). */
   readonly maxWork?: number;
   /** Keep only the cases for which this returns true. */

@@ -12,7 +12,7 @@ import {
 } from '../src/index.js';
 import { describeConformance } from '../src/vitest.js';
 
-const cases = conformanceCases();
+const cases = conformanceCases({ crossProduct: 'all' });
 const byId = (id: string) => {
   const c = cases.find((x) => x.id === id);
   if (!c) throw new Error(`no case ${id}`);
@@ -61,6 +61,21 @@ describe('the catalogue', () => {
         `case using ${name}`,
       ).toBe(true);
     }
+  });
+
+  it('covers every heads × mod combination per pattern in the default ci profile', () => {
+    const ci = conformanceCases();
+    expect(ci.length).toBeGreaterThanOrEqual(40);
+    const pairs = new Set<string>();
+    for (const p of PATTERNS) {
+      const mine = ci.filter((c) => c.id.startsWith(`pattern/${p.name}/`));
+      expect(mine).toHaveLength(3);
+      expect(new Set(mine.map((c) => c.id.split('/')[2])).size).toBe(3);
+      expect(new Set(mine.map((c) => c.id.split('/')[3])).size).toBe(3);
+      for (const c of mine) pairs.add(c.id.split('/').slice(2).join('/'));
+    }
+    expect(pairs.size).toBe(9);
+    expect(ci.every((c) => cases.some((x) => x.id === c.id))).toBe(true);
   });
 
   it('crosses every pattern with MHA/GQA/MQA and no mod/ALiBi/softcap', () => {
@@ -140,6 +155,7 @@ describe('the catalogue', () => {
   it('profiles and maxWork choose sizes', () => {
     const full = conformanceCases({ profile: 'full' });
     expect(full.length).toBeGreaterThan(cases.length);
+    expect(full.filter((c) => c.id.startsWith('pattern/'))).toHaveLength(PATTERNS.length * 9);
     expect(Math.max(...full.map((c) => c.work))).toBeGreaterThan(
       Math.max(...cases.map((c) => c.work)),
     );

@@ -5,7 +5,9 @@ import { createCpuBackend } from '@tessera/cpu';
 import { denseAttention } from '../../../packages/cpu/test/dense.js';
 import { describeConformance } from '../src/vitest.js';
 
+// Every pattern × heads × mod combination ('all'), at the small 'ci' sizes.
 describeConformance('cpu tiled vs cpu naive', () => createCpuBackend(), {
+  crossProduct: 'all',
   referenceOptions: { strategy: 'naive' },
 });
 
@@ -14,6 +16,7 @@ describeConformance(
   'cpu tiled (16×8 blocks) vs the dense test reference',
   () => createCpuBackend(),
   {
+    crossProduct: 'all',
     reference: () => denseAttention,
     runOptions: { blockQ: 16, blockKV: 8 },
   },
