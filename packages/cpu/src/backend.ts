@@ -46,7 +46,7 @@ function compile(spec: AttentionSpec): Compiled {
   const hit = compiledSpecs.get(spec);
   if (hit) return hit;
   if (typeof spec !== 'object' || spec === null || spec.version !== 1) {
-    throw new SpecError(`run() needs a spec from defineAttention() (got ${describe(spec)})`);
+    throw new SpecError(`run() needs a spec from defineAttention() (got ${describeValue(spec)})`);
   }
   const { hash, ...body } = spec;
   if (typeof hash !== 'string' || hashSpec(body) !== hash) {
@@ -75,7 +75,7 @@ function compile(spec: AttentionSpec): Compiled {
   return compiled;
 }
 
-function describe(x: unknown): string {
+function describeValue(x: unknown): string {
   if (x === null) return 'null';
   if (typeof x !== 'object') return typeof x;
   return `an object with version ${JSON.stringify((x as { version?: unknown }).version)}`;
