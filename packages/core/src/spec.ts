@@ -168,9 +168,16 @@ function normaliseTiling(t: TilingHints | undefined): TilingHints {
   return out;
 }
 
-/** Canonical JSON: object keys sorted, so equal specs give equal text. */
+/** JSON has no ±Infinity or NaN: they travel as the strings 'Infinity', '-Infinity', 'NaN'. */
+const encodeNumber = (v: unknown): unknown =>
+  typeof v === 'number' && !Number.isFinite(v) ? String(v) : v;
+const decodeNumber = (v: unknown): unknown =>
+  v === 'Infinity' || v === '-Infinity' || v === 'NaN' ? Number(v) : v;
+
+/** Canonical JSON: object keys sorted, so equal specs give equal text; non-finite numbers kept distinct. */
 export function canonicalJson(value: unknown): string {
   return JSON.stringify(value, (_k, v) => {
+    if (typeof v === 'number') return encodeNumber(v);
     if (v && typeof v === 'object' && !Array.isArray(v) && !ArrayBuffer.isView(v)) {
       return Object.fromEntries(
         Object.keys(v)
@@ -314,14 +321,17 @@ export function tensorSizes(spec: AttentionSpec): {
 
 /** A JSON string holding the whole spec, tensor contents included. */
 export function specToJSON(spec: AttentionSpec): string {
-  return JSON.stringify({
-    ...spec,
-    tensors: spec.tensors.map((t) => ({
-      dtype: t.dtype,
-      length: t.length,
-      values: Array.from(t.data),
-    })),
-  });
+  return JSON.stringify(
+    {
+      ...spec,
+      tensors: spec.tensors.map((t) => ({
+        dtype: t.dtype,
+        length: t.length,
+        values: Array.from(t.data),
+      })),
+    },
+    (_k, v) => encodeNumber(v),
+  );
 }
 
 /**
@@ -329,7 +339,10 @@ export function specToJSON(spec: AttentionSpec): string {
  * analytic layout does not travel; layouts of the revived spec are derived from its expression.
  */
 export function specFromJSON(text: string): AttentionSpec {
-  const raw = JSON.parse(text);
+  // Only expression literals (`value`) and tensor contents can hold non-finite numbers.
+  const raw = JSON.parse(text, function (this: unknown, key, v) {
+    return key === 'value' || (Array.isArray(this) && typeof v === 'string') ? decodeNumber(v) : v;
+  });
   if (raw?.version !== 1)
     throw new SpecError(`spec version must be 1 (got ${JSON.stringify(raw?.version)})`);
   const tensors = (raw.tensors as { dtype: string; values: number[] }[]).map((t, i) => {

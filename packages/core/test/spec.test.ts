@@ -274,6 +274,29 @@ describe('JSON round trip', () => {
       ),
     ).toBeNull();
   });
+  it('keeps infinite literals and tensor values distinct in the hash and through JSON', () => {
+    const capped = (x: number) =>
+      defineAttention({ ...base, scoreMod: scoreMod(({ score }) => score.max(x)) });
+    const plus = capped(Number.POSITIVE_INFINITY);
+    const minus = capped(Number.NEGATIVE_INFINITY);
+    expect(plus.hash).not.toBe(minus.hash);
+    const back = specFromJSON(specToJSON(minus));
+    expect(back.hash).toBe(minus.hash);
+    expect(back.scoreMod?.expr).toEqual(minus.scoreMod?.expr);
+    const t = tensor(
+      Float32Array.from([1, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, Number.NaN]),
+    );
+    const withT = defineAttention({
+      ...base,
+      scoreMod: scoreMod(({ score, h }) => score.add(t.at(h))),
+    });
+    expect(Array.from(specFromJSON(specToJSON(withT)).tensors[0]?.data ?? [])).toEqual([
+      1,
+      Infinity,
+      -Infinity,
+      Number.NaN,
+    ]);
+  });
   it('rejects tampered text', () => {
     const s = defineAttention(base);
     const raw = JSON.parse(specToJSON(s));
