@@ -14,7 +14,10 @@ const outDir = join(repoRoot, '.device-bundle', 'bench');
 const cudaDir = join(repoRoot, 'packages', 'cuda');
 
 function cudaAddon() {
-  for (const dir of [join(cudaDir, 'prebuilds', `${process.platform}-${process.arch}`), join(cudaDir, 'build', 'Release')]) {
+  for (const dir of [
+    join(cudaDir, 'prebuilds', `${process.platform}-${process.arch}`),
+    join(cudaDir, 'build', 'Release'),
+  ]) {
     if (!existsSync(dir)) continue;
     const file = readdirSync(dir).find((f) => f.endsWith('.node'));
     if (file) return join(dir, file);
@@ -33,7 +36,9 @@ await build({
   target: 'node20',
   conditions: ['source'],
   external: ['webgpu', 'node-gyp-build'],
-  banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
+  banner: {
+    js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
+  },
   logLevel: 'warning',
 });
 copyFileSync(join(appDir, 'peers', 'torch_peers.py'), join(outDir, 'peers', 'torch_peers.py'));

@@ -81,10 +81,18 @@ export async function main(argv: string[]): Promise<number> {
       new Option('--dtype <dtype>', 'element type').choices(['f32', 'f16', 'bf16']).default('f32'),
     )
     .option('--batch <n>', 'batch size', int('--batch'), 1)
-    .option('--heads <n>', 'query heads (default: 2 on cpu, 16 on GPUs)', int('--heads'))
+    .option(
+      '--heads <n>',
+      'query heads (default: 2 on CPUs and software GPU adapters, 16 on GPUs)',
+      int('--heads'),
+    )
     .option('--kv-heads <n>', 'key/value heads (default: = heads)', int('--kv-heads'))
     .option('--dim <n>', 'head dimension', int('--dim'), 64)
-    .option('--repeat <n>', 'timed runs per case (default: 3 on cpu, 20 on GPUs)', int('--repeat'))
+    .option(
+      '--repeat <n>',
+      'timed runs per case (default: 3 on CPUs and software adapters, 20 on GPUs)',
+      int('--repeat'),
+    )
     .option('--warmup <n>', 'untimed runs first', count('--warmup'), 1)
     .option('--no-baseline', 'skip the naive (materialised N×N) baseline')
     .option(
@@ -134,7 +142,10 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
   }
-  const onCpu = backends.every((b) => b.name === 'cpu');
+  // CPUs and software GPU adapters (Mesa's llvmpipe, SwiftShader) get small default sizes.
+  const onCpu = backends.every(
+    (b) => b.name === 'cpu' || /llvmpipe|lavapipe|swiftshader/i.test(b.device ?? ''),
+  );
   const heads = flags.heads ?? (onCpu ? 2 : 16);
   const shape = {
     batch: flags.batch,
