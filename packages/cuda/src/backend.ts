@@ -22,7 +22,7 @@ import {
   validateInputs,
 } from '@tessera/core';
 import { strides } from './emit/common.js';
-import { type CudaModuleSource, emitCuda, packParams } from './emit/index.js';
+import { type CudaModuleSource, emitCuda, launchGeometry, packParams } from './emit/index.js';
 import { native } from './errors.js';
 import { KernelCompiler } from './runtime/compiler.js';
 import { CudaDevice, type DeviceBuffer } from './runtime/device.js';
@@ -42,6 +42,10 @@ export interface CudaRunOptions extends RunOptions {
   readonly path?: 'mma' | 'simt';
   /** Tensor-core path: 16-row m-tiles per warp (see EmitOptions). */
   readonly warpTiles?: 1 | 2;
+  /** Tensor-core path: block order (see EmitOptions). */
+  readonly schedule?: 'grid' | 'lpt';
+  /** Tensor-core path: rescale O only when a running max moved (see EmitOptions). */
+  readonly lazyRescale?: boolean;
 }
 
 /** q, k, v as host arrays or as device tensors of the spec's dtype. */
@@ -74,6 +78,8 @@ const emitOptions = (o: CudaRunOptions) => ({
   blockKV: o.blockKV,
   path: o.path,
   warpTiles: o.warpTiles,
+  schedule: o.schedule,
+  lazyRescale: o.lazyRescale,
 });
 
 /** The naive strategy's layout: every block visited, the mask evaluated per element everywhere. */
@@ -190,7 +196,7 @@ export class CudaBackend implements AttentionBackend {
   async benchmark(
     spec: AttentionSpec,
     inputSets: readonly AttentionInputs[],
-    options: BenchmarkOptions & { path?: 'mma' | 'simt'; warpTiles?: 1 | 2 },
+    options: BenchmarkOptions & CudaRunOptions,
   ): Promise<BenchmarkResult> {
     this.alive();
     if (inputSets.length === 0) throw new InputError('benchmark needs at least one input set');
@@ -241,7 +247,7 @@ export class CudaBackend implements AttentionBackend {
   /** Lowers, compiles and loads `spec` (cached per spec and options). */
   prepare(spec: AttentionSpec, options: CudaRunOptions = {}): Promise<Prepared> {
     this.alive();
-    const key = `${options.strategy ?? 'tiled'}|${options.path ?? ''}|${options.blockQ ?? ''}|${options.blockKV ?? ''}|${options.warpTiles ?? ''}`;
+    const key = `${options.strategy ?? 'tiled'}|${options.path ?? ''}|${options.blockQ ?? ''}|${options.blockKV ?? ''}|${options.warpTiles ?? ''}|${options.schedule ?? ''}|${options.lazyRescale ?? ''}`;
     let perSpec = this.prepared.get(spec);
     if (!perSpec) {
       perSpec = new Map();
@@ -383,6 +389,8 @@ export class CudaBackend implements AttentionBackend {
       const full = await upload(layout.full);
       const captured = [];
       for (const t of spec.tensors) captured.push(await upload(t.data));
+      const geometry = launchGeometry(spec, module, layout);
+      const order = geometry.order ? await upload(geometry.order) : null;
       const entry = module.kernels[0];
       const fn = functions[0];
       if (!entry || fn === undefined) throw new Error('softmax module has no kernel');
@@ -396,7 +404,8 @@ export class CudaBackend implements AttentionBackend {
       captured.forEach((b, i) => {
         fixed[`t${i}`] = b.ptr;
       });
-      const grid = [layout.numQBlocks, spec.headsQ, spec.batch] as const;
+      if (order) fixed.q_order = order.ptr;
+      const grid = geometry.grid;
       const block = [entry.threads, 1, 1] as const;
       return {
         module,

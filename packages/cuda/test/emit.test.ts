@@ -1,7 +1,7 @@
 import { blockLayout, defineAttention, maskMod, UnsupportedError } from '@tessera/core';
-import { causal } from '@tessera/patterns';
+import { bigBird, causal } from '@tessera/patterns';
 import { describe, expect, it } from 'vitest';
-import { emitCuda, packParams } from '../src/emit/index.js';
+import { emitCuda, launchGeometry, packParams, qBlockOrder } from '../src/emit/index.js';
 import { generatorCases } from './cases.js';
 
 const spec = (over: Partial<Parameters<typeof defineAttention>[0]> = {}) =>
@@ -66,6 +66,47 @@ describe('emitCuda', () => {
       const layout = blockLayout(s, { blockQ: m.blockQ, blockKV: m.blockKV });
       expect(layout.numQBlocks).toBe(Math.ceil(s.seqQ / m.blockQ));
     }
+  });
+
+  it('orders blocks longest row first (lpt) by default, or by grid, and rescales lazily on request', () => {
+    const s = spec({ seqQ: 1024, mask: causal() });
+    const lpt = emitCuda(s);
+    expect(lpt.schedule).toBe('lpt');
+    expect(lpt.source).toContain('const int qb = p.q_order[blockIdx.x / (unsigned)(HQ * BATCH)];');
+    expect(lpt.kernels[0]?.params.map((f) => f.name)).toContain('q_order');
+    const grid = emitCuda(s, { schedule: 'grid' });
+    expect(grid.source).toContain('const int qb = NQB - 1 - (int)blockIdx.x;');
+    expect(grid.kernels[0]?.params.map((f) => f.name)).not.toContain('q_order');
+    expect(lpt.source).not.toContain('if (moved)');
+    expect(emitCuda(s, { lazyRescale: true }).source).toContain('if (moved)');
+    const layout = blockLayout(s, { blockQ: lpt.blockQ, blockKV: lpt.blockKV });
+    expect(launchGeometry(s, lpt, layout)).toEqual({
+      grid: [8 * 4, 1, 1],
+      order: Int32Array.from([7, 6, 5, 4, 3, 2, 1, 0]),
+    });
+    expect(launchGeometry(s, grid, layout)).toEqual({ grid: [8, 4, 1], order: null });
+  });
+
+  it("puts BigBird's global query block (the longest row) first", () => {
+    const s = spec({
+      seqQ: 2048,
+      mask: bigBird({
+        window: 3,
+        globalBlocks: 1,
+        randomBlocks: 2,
+        block: 128,
+        seqKV: 2048,
+        seed: 1,
+      }),
+    });
+    const layout = blockLayout(s, { blockQ: 128, blockKV: 32 });
+    const order = qBlockOrder(layout);
+    expect(order[0]).toBe(0);
+    expect([...order].sort((a, b) => a - b)).toEqual(Array.from({ length: 16 }, (_, i) => i));
+    const len = (qb: number) =>
+      (layout.rowStart[qb + 1] as number) - (layout.rowStart[qb] as number);
+    for (let i = 1; i < order.length; i++)
+      expect(len(order[i - 1] as number)).toBeGreaterThanOrEqual(len(order[i] as number));
   });
 
   it('matches the stored snapshots', () => {

@@ -17,7 +17,7 @@ import {
   tensorSizes,
 } from '@tessera/core';
 import { createCpuBackend } from '@tessera/cpu';
-import { causal } from '@tessera/patterns';
+import { bigBird, causal } from '@tessera/patterns';
 import { afterAll, describe, expect, it } from 'vitest';
 import { emitCuda } from '../src/emit/index.js';
 import { generatorCases } from './cases.js';
@@ -146,12 +146,38 @@ for (const options of [
   { blockQ: 128, blockKV: 64, warpTiles: 1 },
   { blockQ: 64, blockKV: 32, warpTiles: 2 },
   { blockQ: 16, blockKV: 16, warpTiles: 1 },
+  { blockQ: 128, blockKV: 64, warpTiles: 2, lazyRescale: true },
+  { blockQ: 32, blockKV: 16, warpTiles: 2, lazyRescale: true, schedule: 'grid' },
+  { blockQ: 64, blockKV: 128, warpTiles: 1, lazyRescale: true },
 ] as const) {
   cases.push({
+    ...own(`mma bf16 causal tiles ${JSON.stringify(options)}`, tiled, 20),
+    options,
+  });
+}
+// The longest-row-first schedule on a layout with one long (global) row per head, GQA, and the
+// same layout with the lazy rescale (rows whose max moves late).
+for (const [i, options] of [{}, { lazyRescale: true, blockKV: 32 }].entries()) {
+  cases.push({
     ...own(
-      `mma bf16 causal tiles ${options.blockQ}x${options.blockKV}/${options.warpTiles}`,
-      tiled,
-      20,
+      `mma bf16 bigbird gqa ${JSON.stringify(options)}`,
+      defineAttention({
+        batch: 2,
+        headsQ: 4,
+        headsKV: 2,
+        seqQ: 160,
+        headDim: 64,
+        dtype: 'bf16',
+        mask: bigBird({
+          window: 3,
+          globalBlocks: 1,
+          randomBlocks: 1,
+          block: 32,
+          seqKV: 160,
+          seed: 5,
+        }),
+      }),
+      30 + i,
     ),
     options,
   });

@@ -20,7 +20,12 @@ import {
   unpackHalf,
 } from '@tessera/core';
 import { strides } from '../src/emit/common.js';
-import { type CudaModuleSource, type EmitOptions, emitCuda } from '../src/emit/index.js';
+import {
+  type CudaModuleSource,
+  type EmitOptions,
+  emitCuda,
+  launchGeometry,
+} from '../src/emit/index.js';
 
 const RUNTIME = `
 #include <algorithm>
@@ -229,15 +234,19 @@ function caseUnit(index: number, c: EmulatedCase): string {
     const entry = module.kernels[0];
     if (!entry) throw new Error('no kernel');
     const layout = blockLayout(spec, { blockQ: module.blockQ, blockKV: module.blockKV });
+    const geometry = launchGeometry(spec, module, layout);
     lines.push(
       `auto rs = emu_read<int>(dir + "/rs.bin"); auto kb = emu_read<int>(dir + "/kb.bin"); auto fu = emu_read<unsigned char>(dir + "/full.bin");`,
       `TsrParams p{}; p.q = q.data(); p.k = k.data(); p.v = v.data(); p.out = out.data(); p.lse = lse.data();`,
       `p.row_start = rs.data(); p.kv_blocks = kb.data(); p.full = fu.data(); p.layout_batches = ${layout.batches}; p.layout_heads = ${layout.heads};`,
+      ...(geometry.order
+        ? [`auto qo = emu_read<int>(dir + "/order.bin"); p.q_order = qo.data();`]
+        : []),
       ...spec.tensors.map(
         (t, i) =>
           `auto t${i} = emu_read<${t.dtype === 'f32' ? 'float' : 'int'}>(dir + "/t${i}.bin"); p.t${i} = t${i}.data();`,
       ),
-      `emu_launch(${entry.name}, p, {${layout.numQBlocks}, ${spec.headsQ}, ${spec.batch}}, ${entry.threads}, ${entry.dynamicSharedBytes});`,
+      `emu_launch(${entry.name}, p, {${geometry.grid.join(', ')}}, ${entry.threads}, ${entry.dynamicSharedBytes});`,
     );
   }
   return `namespace tsr_case_${index} {
@@ -281,6 +290,8 @@ export function runEmulated(dir: string, cases: readonly EmulatedCase[]): Attent
         layout.kvBlocks.length ? layout.kvBlocks : new Int32Array(1),
       );
       writeFileSync(join(d, 'full.bin'), layout.full.length ? layout.full : new Uint8Array(1));
+      const { order } = launchGeometry(spec, module, layout);
+      if (order) writeFileSync(join(d, 'order.bin'), order);
       for (const [ti, t] of spec.tensors.entries()) writeFileSync(join(d, `t${ti}.bin`), t.data);
     }
     units.push(caseUnit(i, c));

@@ -84,4 +84,33 @@ describe('backend on a null device', () => {
     expect(rows.find((r) => r.section === 'd')?.status).toBe('FAIL'); // zeros are not attention
     expect(lines.join('\n')).toContain('| § | case | ours | peer |');
   }, 300_000);
+
+  it('runs the tensor-core sweep (--sweep) to its table', async () => {
+    const { runAll } = await import('../bench/h100/sections.js');
+    const { SWEEP_CASES, SWEEP_VARIANTS } = await import('../bench/h100/sweep.js');
+    const outDir = join(tmp, 'sweep');
+    const log = console.log;
+    const lines: string[] = [];
+    console.log = (...a: unknown[]) => lines.push(a.join(' '));
+    let code: number;
+    try {
+      code = await runAll({
+        quick: false,
+        conformanceOnly: false,
+        sweep: true,
+        outDir,
+        here: tmp,
+        python: null,
+      });
+    } finally {
+      console.log = log;
+    }
+    expect(code).toBe(1); // zeros from the null device fail the correctness checks
+    const json = JSON.parse(readFileSync(join(outDir, 'cuda-sweep.json'), 'utf8'));
+    expect(Object.keys(json.sweep.ms)).toEqual(SWEEP_CASES);
+    for (const k of SWEEP_CASES)
+      expect(Object.keys(json.sweep.ms[k])).toEqual(SWEEP_VARIANTS.map((v) => v.name));
+    const text = lines.join('\n');
+    for (const v of SWEEP_VARIANTS) expect(text).toContain(`| ${v.name} |`);
+  }, 300_000);
 });

@@ -1,7 +1,7 @@
 // The @tessera/cuda measurement on a GPU machine (see packages/cuda/README.md, "Measured on H100").
 // Bundled by scripts/device-bundle.mjs into .device-bundle/cuda/run.mjs with the addon and the
 // PyTorch peer script; run there as
-//   source .device/preamble.sh && node .device-bundle/cuda/run.mjs [--quick] [--conformance-only]
+//   source .device/preamble.sh && node .device-bundle/cuda/run.mjs [--quick] [--conformance-only] [--sweep]
 // Sections: (a) the conformance catalogue against cpu; (b) agreement with FlexAttention;
 // (c) speed against SDPA and FlexAttention, measured in this same run; (d) memory and a
 // 1,048,576-token sliding-window run. Prints a Markdown table last; writes JSON under $OUT.
@@ -18,6 +18,7 @@ process.env.UV_THREADPOOL_SIZE ??= '16'; // NVRTC compiles run on the libuv pool
 const args = new Set(process.argv.slice(2));
 const quick = args.has('--quick');
 const conformanceOnly = args.has('--conformance-only');
+const sweep = args.has('--sweep');
 const outDir = process.env.OUT || null;
 
 async function main(): Promise<number> {
@@ -25,7 +26,7 @@ async function main(): Promise<number> {
   const { runAll } = await import('./sections.js');
   const { CudaUnavailableError } = await import('../../src/errors.js');
   try {
-    return await runAll({ quick, conformanceOnly, outDir, here, python: pythonPeers() });
+    return await runAll({ quick, conformanceOnly, sweep, outDir, here, python: pythonPeers() });
   } catch (e) {
     if (e instanceof CudaUnavailableError) {
       console.error(`[cuda-bench] ${e.message}`);

@@ -32,10 +32,13 @@ import {
   createCudaBackend,
 } from '../../src/index.js';
 import { fillRandom, randomAt } from './device-data.js';
+import { SWEEP_CASES, SWEEP_VARIANTS, sweepCorrectness } from './sweep.js';
 
 export interface BenchOptions {
   readonly quick: boolean;
   readonly conformanceOnly: boolean;
+  /** Only the tensor-core variants: correctness vs cpu, then speed side by side (sweep.ts). */
+  readonly sweep?: boolean;
   readonly outDir: string | null;
   readonly here: string;
   readonly python: { python: string; script: string } | null;
@@ -575,12 +578,81 @@ function runPeers(
   return parsed.tasks;
 }
 
+async function runSweep(cuda: CudaBackend, opts: BenchOptions, started: number): Promise<number> {
+  const failures = await sweepCorrectness(cuda, log);
+  const scratch = mkdtempSync(join(tmpdir(), 'tessera-cuda-sweep-'));
+  const cases = speedCases({ ...opts, quick: false }, scratch).filter((c) =>
+    SWEEP_CASES.includes(c.key),
+  );
+  // Compile every variant up front (NVRTC runs in parallel on the libuv pool).
+  const t0 = performance.now();
+  await Promise.all(
+    cases.flatMap((c) => SWEEP_VARIANTS.map((v) => cuda.prepare(c.spec, v.options))),
+  );
+  log(
+    `sweep: ${cases.length * SWEEP_VARIANTS.length} kernels ready in ${fmt((performance.now() - t0) / 1e3)} s`,
+  );
+  const ms: Record<string, Record<string, number>> = {};
+  for (const c of cases) {
+    ms[c.key] = {};
+    for (const v of SWEEP_VARIANTS) {
+      try {
+        const r = await timeOurs(cuda, c.spec, 3, 3, 10, v.options);
+        (ms[c.key] as Record<string, number>)[v.name] = r.ms;
+        log(`${c.key} ${v.name}: ${fmt(r.ms)} ms`);
+      } catch (e) {
+        log(`${c.key} ${v.name}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+  }
+  await cuda.dispose();
+  const peers = runPeers(
+    opts,
+    cases.map((c) => c.peer),
+    scratch,
+    Math.max(60_000, 290_000 - (performance.now() - started)),
+  );
+  json.sweep = { ms, peers, failures };
+  if (opts.outDir) {
+    mkdirSync(opts.outDir, { recursive: true });
+    writeFileSync(join(opts.outDir, 'cuda-sweep.json'), JSON.stringify(json, null, 2));
+  }
+  const flops = (c: SpeedCase) => 4 * c.spec.headDim * c.pairs * c.spec.headsQ * c.spec.batch;
+  console.log(
+    `\n## @tessera/cuda tensor-core sweep on ${cuda.device} (bf16, B=1, H=32, D=128; ${fmt((performance.now() - started) / 1e3)} s)\n`,
+  );
+  console.log(
+    `correctness vs cpu: ${failures.length === 0 ? 'all pass' : `${failures.length} FAIL`}\n`,
+  );
+  console.log('cells: ms, TFLOP/s, peer time / ours (≥ 1 beats the peer; SDPA target 0.6)\n');
+  console.log(`| variant | ${cases.map((c) => c.key).join(' | ')} |`);
+  console.log(`|---|${cases.map(() => '---').join('|')}|`);
+  const peerRow = cases.map((c) => {
+    const p = peers[c.peer.key] as { median_ms?: number; error?: string } | undefined;
+    return p?.median_ms
+      ? `${c.peer.kind} ${fmt(p.median_ms)} ms, ${fmt(flops(c) / (p.median_ms * 1e9))}`
+      : (p?.error?.slice(0, 40) ?? 'not run');
+  });
+  console.log(`| peer | ${peerRow.join(' | ')} |`);
+  for (const v of SWEEP_VARIANTS) {
+    const cells = cases.map((c) => {
+      const t = ms[c.key]?.[v.name];
+      if (t === undefined) return 'failed';
+      const p = (peers[c.peer.key] as { median_ms?: number } | undefined)?.median_ms;
+      return `${fmt(t)}, ${fmt(flops(c) / (t * 1e9))}${p ? `, ${fmt(p / t, 2)}×` : ''}`;
+    });
+    console.log(`| ${v.name} | ${cells.join(' | ')} |`);
+  }
+  return failures.length > 0 ? 1 : 0;
+}
+
 export async function runAll(opts: BenchOptions): Promise<number> {
   const started = performance.now();
   const cuda = await createCudaBackend();
   log(
     `device ${cuda.device} (${cuda.cuda.arch}, ${cuda.cuda.info.multiprocessors} SMs), compiler ${cuda.compiler.compiler}`,
   );
+  if (opts.sweep) return runSweep(cuda, opts, started);
   json.device = {
     name: cuda.device,
     arch: cuda.cuda.arch,

@@ -2,7 +2,7 @@ import type { AttentionSpec, Dtype } from '@tessera/core';
 import { exprPrelude, floatLiteral, lowerCuda } from '../expr-cuda.js';
 
 /** Bumped whenever generated code changes meaning; part of every kernel cache key. */
-export const GENERATOR_VERSION = 1;
+export const GENERATOR_VERSION = 2;
 
 /** One field of a kernel's parameter struct (packed with natural alignment, see packParams). */
 export interface ParamField {

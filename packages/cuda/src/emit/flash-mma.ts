@@ -16,10 +16,20 @@ export interface MmaTiling {
   readonly blockKV: number;
   /** 16-row m-tiles per warp (1 or 2): 2 halves the K/V fragment reads per FLOP, costs registers. */
   readonly warpTiles: 1 | 2;
+  /**
+   * Block order. 'grid' (the first kernel): grid (q-blocks, heads, batch), each head's q-blocks
+   * from the last to the first. 'lpt' (longest processing time first): a 1-D grid with heads
+   * fastest over q-blocks sorted by their number of KV blocks (`q_order`, see qBlockOrder), so the
+   * long rows of every head (BigBird's global rows, causal's last rows) start in the first wave
+   * instead of ending the grid.
+   */
+  readonly schedule?: 'grid' | 'lpt';
+  /** Rescale O only when some row's running max moved (exact: skips multiplications by 1). */
+  readonly lazyRescale?: boolean;
 }
 
 /** Parameters of every softmax attention kernel (the simt path uses the same struct). */
-export function softmaxParams(spec: AttentionSpec): ParamField[] {
+export function softmaxParams(spec: AttentionSpec, order = false): ParamField[] {
   const elem = spec.dtype === 'f32' ? 'float' : 'unsigned short';
   return [
     { name: 'q', type: 'ptr', ctype: `const ${elem}* __restrict__` },
@@ -31,6 +41,7 @@ export function softmaxParams(spec: AttentionSpec): ParamField[] {
     { name: 'kv_blocks', type: 'ptr', ctype: 'const int* __restrict__' },
     { name: 'full', type: 'ptr', ctype: 'const unsigned char* __restrict__' },
     ...capturedFields(spec),
+    ...(order ? [{ name: 'q_order', type: 'ptr', ctype: 'const int* __restrict__' } as const] : []),
     { name: 'layout_batches', type: 'i32', ctype: 'int' },
     { name: 'layout_heads', type: 'i32', ctype: 'int' },
   ];
@@ -89,7 +100,9 @@ export function emitFlashMma(
   const DP = roundUp(spec.headDim, 16);
   const DVP = roundUp(spec.headDimV, 16);
   const threads = (BM / WR) * 32;
-  const params = softmaxParams(spec);
+  const lpt = tiling.schedule === 'lpt';
+  const lazy = tiling.lazyRescale === true;
+  const params = softmaxParams(spec, lpt);
   const qInRegs = MT === 1 && DP <= 128;
   const hasMask = spec.mask !== null;
   const tail = spec.seqKV % BN !== 0;
@@ -104,6 +117,7 @@ constexpr int DP = ${DP}, DVP = ${DVP};              // head dims padded to the 
 constexpr int LDQ = DP + 8, LDK = DP + 8, LDV = DVP + 8; // smem row strides (halves): +16 B kills ldmatrix bank conflicts
 constexpr int NQB = ${Math.ceil(spec.seqQ / BM)}, NKB = ${Math.ceil(spec.seqKV / BN)};
 constexpr int NT = BN / 8, ND = DVP / 8, KS = DP / 16;
+constexpr bool QTAIL = SQ % BM != 0, KVTAIL = SKV % BN != 0;  // row bounds only where a tile can be short
 
 ${paramStruct('TsrParams', params)}
 
@@ -148,15 +162,19 @@ __device__ __forceinline__ float tsr_exp2(float x) {
 // </tsr-ptx>
 
 // Copies rows [row0, row0 + ROWS) of a [rows x COLS] global matrix (row stride in elements) into a
-// smem tile with row stride LD; rows past \`rows\` and 16-byte chunks past COLS are zero-filled.
-template <int ROWS, int COLS_PADDED, int COLS, int LD>
+// smem tile with row stride LD; rows past \`rows\` (checked only when CHECK_ROWS) and 16-byte chunks
+// past COLS are zero-filled. A compile-time trip count with no bounds checks where none are needed;
+// kept rolled (unrolling hoists one address per chunk into registers the mma loop needs).
+template <int ROWS, int COLS_PADDED, int COLS, int LD, bool CHECK_ROWS>
 __device__ __forceinline__ void tsr_load_tile(tsr_elem* dst, const tsr_elem* src, int row0, int rows,
                                               long long stride, int tid) {
-  constexpr int CPR = COLS_PADDED / 8;
-  #pragma unroll
-  for (int c = tid; c < ROWS * CPR; c += NTHREADS) {
+  constexpr int CPR = COLS_PADDED / 8, CHUNKS = ROWS * CPR, ITERS = (CHUNKS + NTHREADS - 1) / NTHREADS;
+  #pragma unroll 1
+  for (int i = 0; i < ITERS; ++i) {
+    const int c = tid + i * NTHREADS;
+    if (CHUNKS % NTHREADS != 0 && c >= CHUNKS) break;
     const int r = c / CPR, ch = c % CPR;
-    const bool ok = row0 + r < rows && ch * 8 < COLS;
+    const bool ok = (!CHECK_ROWS || row0 + r < rows) && (COLS_PADDED == COLS || ch * 8 < COLS);
     const tsr_elem* g = ok ? src + (long long)(row0 + r) * stride + ch * 8 : src;
     tsr_cp_async16(dst + r * LD + ch * 8, g, ok ? 16 : 0);
   }
@@ -185,8 +203,15 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) ${kernelName}(const TsrPa
   tsr_elem* sK = sQ + BM * LDQ;        // [2][BN][LDK]
   tsr_elem* sV = sK + 2 * BN * LDK;    // [2][BN][LDV]
 
-  const int qb = NQB - 1 - (int)blockIdx.x;  // longest rows (causal) start first
-  const int h = blockIdx.y, b = blockIdx.z, hk = h / GROUP;
+${
+  lpt
+    ? `  // 1-D grid, heads fastest, q-blocks longest row first (q_order): the long rows start in the first wave
+  const int hb = (int)(blockIdx.x % (unsigned)(HQ * BATCH));
+  const int qb = p.q_order[blockIdx.x / (unsigned)(HQ * BATCH)];
+  const int h = hb % HQ, b = hb / HQ, hk = h / GROUP;`
+    : `  const int qb = NQB - 1 - (int)blockIdx.x;  // longest rows (causal) start first
+  const int h = blockIdx.y, b = blockIdx.z, hk = h / GROUP;`
+}
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int q0 = qb * BM;
   const tsr_elem* qp = p.q + b * Q_SB + h * Q_SH;
@@ -195,12 +220,12 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) ${kernelName}(const TsrPa
   const int row = ((p.layout_batches == 1 ? 0 : b) * p.layout_heads + (p.layout_heads == 1 ? 0 : h)) * NQB + qb;
   const int e0 = p.row_start[row], e1 = p.row_start[row + 1];
 
-  tsr_load_tile<BM, DP, D, LDQ>(sQ, qp, q0, SQ, Q_SS, tid);
+  tsr_load_tile<BM, DP, D, LDQ, QTAIL>(sQ, qp, q0, SQ, Q_SS, tid);
   tsr_cp_commit();
   if (e0 < e1) {
     const int j = p.kv_blocks[e0];
-    tsr_load_tile<BN, DP, D, LDK>(sK, kp, j * BN, SKV, K_SS, tid);
-    tsr_load_tile<BN, DVP, DV, LDV>(sV, vp, j * BN, SKV, V_SS, tid);
+    tsr_load_tile<BN, DP, D, LDK, KVTAIL>(sK, kp, j * BN, SKV, K_SS, tid);
+    tsr_load_tile<BN, DVP, DV, LDV, KVTAIL>(sV, vp, j * BN, SKV, V_SS, tid);
   }
   tsr_cp_commit();
 
@@ -221,8 +246,8 @@ ${qInRegs ? '  unsigned qf[KS][4];\n' : ''}
     const int st = (e - e0) & 1;
     if (e + 1 < e1) {
       const int jn = p.kv_blocks[e + 1];
-      tsr_load_tile<BN, DP, D, LDK>(sK + (st ^ 1) * BN * LDK, kp, jn * BN, SKV, K_SS, tid);
-      tsr_load_tile<BN, DVP, DV, LDV>(sV + (st ^ 1) * BN * LDV, vp, jn * BN, SKV, V_SS, tid);
+      tsr_load_tile<BN, DP, D, LDK, KVTAIL>(sK + (st ^ 1) * BN * LDK, kp, jn * BN, SKV, K_SS, tid);
+      tsr_load_tile<BN, DVP, DV, LDV, KVTAIL>(sV + (st ^ 1) * BN * LDV, vp, jn * BN, SKV, V_SS, tid);
       tsr_cp_commit();
       tsr_cp_wait<1>();
     } else {
@@ -275,8 +300,10 @@ ${
 ${dispatchLogits(hasMask, tail)}
     }
 
-    // online softmax; a row lives in one quad (4 lanes)
-    #pragma unroll
+    // online softmax; a row lives in one quad (4 lanes). P is packed to 16 bits as soon as it is
+    // computed (half the registers of the f32 scores through the P·V loop).
+    unsigned pk[MT][NT][2];
+${lazy ? '    float al[MT][2];\n' : ''}    #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
@@ -293,29 +320,51 @@ ${dispatchLogits(hasMask, tail)}
         #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
           const float p0 = tsr_exp2(s[mt][nt][2 * hf] - base), p1 = tsr_exp2(s[mt][nt][2 * hf + 1] - base);
-          s[mt][nt][2 * hf] = p0;
-          s[mt][nt][2 * hf + 1] = p1;
+          pk[mt][nt][hf] = tsr_pack2(p0, p1);
           rs += p0 + p1;
         }
         lr[mt][hf] = lr[mt][hf] * alpha + rs;
+${
+  lazy
+    ? `        al[mt][hf] = alpha;
+      }
+    }
+    // Most steps leave every running max where it was (alpha exactly 1): skip those multiplications.
+    bool moved = false;
+    #pragma unroll
+    for (int mt = 0; mt < MT; ++mt) moved = moved || al[mt][0] != 1.f || al[mt][1] != 1.f;
+    if (moved) {
+      #pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
         #pragma unroll
+        for (int d = 0; d < ND; ++d) {
+          o[mt][d][0] *= al[mt][0];
+          o[mt][d][1] *= al[mt][0];
+          o[mt][d][2] *= al[mt][1];
+          o[mt][d][3] *= al[mt][1];
+        }
+      }
+    }
+`
+    : `        #pragma unroll
         for (int d = 0; d < ND; ++d) {
           o[mt][d][2 * hf] *= alpha;
           o[mt][d][2 * hf + 1] *= alpha;
         }
       }
     }
-
-    // O += P V: the S accumulators of two adjacent n-tiles are the A fragment of one k-step
+`
+}
+    // O += P V: the P fragments of two adjacent n-tiles are the A fragment of one k-step
     #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
       unsigned pf[MT][4];
       #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-        pf[mt][0] = tsr_pack2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        pf[mt][1] = tsr_pack2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        pf[mt][2] = tsr_pack2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        pf[mt][3] = tsr_pack2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        pf[mt][0] = pk[mt][2 * kk][0];
+        pf[mt][1] = pk[mt][2 * kk][1];
+        pf[mt][2] = pk[mt][2 * kk + 1][0];
+        pf[mt][3] = pk[mt][2 * kk + 1][1];
       }
       #pragma unroll
       for (int dp = 0; dp < ND / 2; ++dp) {

@@ -1,4 +1,4 @@
-import { type AttentionSpec, UnsupportedError } from '@tessera/core';
+import { type AttentionSpec, type BlockLayout, UnsupportedError } from '@tessera/core';
 import { GENERATOR_VERSION, type KernelEntry } from './common.js';
 import { defaultMmaTiling, emitFlashMma, mmaEligible } from './flash-mma.js';
 import { defaultSimtTiling, emitFlashSimt, SIMT_BLOCK_KV } from './flash-simt.js';
@@ -18,6 +18,10 @@ export interface EmitOptions {
   readonly path?: 'mma' | 'simt';
   /** Tensor-core path: 16-row m-tiles per warp (default 2 for head dims ≤ 128, else 1). */
   readonly warpTiles?: 1 | 2;
+  /** Tensor-core path: block order, 'lpt' (default: longest rows first, heads fastest) or 'grid'. */
+  readonly schedule?: 'grid' | 'lpt';
+  /** Tensor-core path: rescale O only when a running max moved (default false). */
+  readonly lazyRescale?: boolean;
 }
 
 /** A generated CUDA module: deterministic source plus how to launch what is in it. */
@@ -29,6 +33,8 @@ export interface CudaModuleSource {
   readonly blockKV: number;
   /** Kernels in launch order. */
   readonly kernels: readonly KernelEntry[];
+  /** Softmax kernels: how blocks map to (q-block, head, batch); see launchGeometry. */
+  readonly schedule: 'grid' | 'lpt';
   readonly generatorVersion: number;
 }
 
@@ -67,11 +73,13 @@ export function emitCuda(spec: AttentionSpec, options: EmitOptions = {}): CudaMo
         `cuda: the tensor-core kernel takes blockQ and blockKV in 16, 32, ..., 128, blockQ a multiple of 16 × warpTiles (got ${blockQ} × ${blockKV}, warpTiles ${warpTiles})`,
       );
     }
-    const t = { blockQ, blockKV, warpTiles };
+    const schedule = options.schedule ?? 'lpt';
+    const t = { blockQ, blockKV, warpTiles, schedule, lazyRescale: options.lazyRescale ?? false };
     const { source, entry } = emitFlashMma(spec, t, name);
     return {
       source,
       path: 'mma',
+      schedule,
       blockQ,
       blockKV,
       kernels: [entry],
@@ -90,5 +98,49 @@ export function emitCuda(spec: AttentionSpec, options: EmitOptions = {}): CudaMo
     );
   }
   const { source, entry } = emitFlashSimt(spec, t.blockQ, name);
-  return { source, path: 'simt', ...t, kernels: [entry], generatorVersion: GENERATOR_VERSION };
+  return {
+    source,
+    path: 'simt',
+    ...t,
+    kernels: [entry],
+    schedule: 'grid',
+    generatorVersion: GENERATOR_VERSION,
+  };
+}
+
+/**
+ * Q-blocks ordered by their number of KV blocks, longest first (the most over all layout slices;
+ * ties: the later q-block first, so causal keeps its last-row-first order).
+ */
+export function qBlockOrder(layout: BlockLayout): Int32Array {
+  const n = layout.numQBlocks;
+  const len = new Int32Array(n);
+  for (let s = 0; s < layout.batches * layout.heads; s++) {
+    for (let qb = 0; qb < n; qb++) {
+      const r = s * n + qb;
+      len[qb] = Math.max(
+        len[qb] as number,
+        (layout.rowStart[r + 1] as number) - (layout.rowStart[r] as number),
+      );
+    }
+  }
+  const order = Array.from({ length: n }, (_, i) => n - 1 - i);
+  order.sort((a, b) => (len[b] as number) - (len[a] as number) || b - a);
+  return Int32Array.from(order);
+}
+
+/** Grid of a softmax module over `layout`, and the q-block order buffer its schedule reads. */
+export function launchGeometry(
+  spec: AttentionSpec,
+  module: CudaModuleSource,
+  layout: BlockLayout,
+): { grid: readonly [number, number, number]; order: Int32Array | null } {
+  if (module.path === 'linear') throw new Error('launchGeometry is for softmax modules');
+  if (module.schedule === 'lpt') {
+    const blocks = layout.numQBlocks * spec.headsQ * spec.batch;
+    if (blocks > 2 ** 31 - 1)
+      throw new UnsupportedError(`cuda: ${blocks} blocks exceed the grid's x limit (2^31 - 1)`);
+    return { grid: [blocks, 1, 1], order: qBlockOrder(layout) };
+  }
+  return { grid: [layout.numQBlocks, spec.headsQ, spec.batch], order: null };
 }

@@ -303,6 +303,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) ${scanName}(const TsrScan
     blockQ: C,
     blockKV: C,
     kernels: [featEntry, scanEntry],
+    schedule: 'grid',
     generatorVersion: GENERATOR_VERSION,
   };
 }
