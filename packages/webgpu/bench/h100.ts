@@ -54,7 +54,7 @@ function parseConfig(text: string): WebGpuRunOptions & { label: string } {
 }
 const DEFAULT_CONFIGS = quick
   ? '32x16r1,32x8r2u'
-  : '64x32r1,64x16r1,64x32r1u,64x16r2,128x16r2,64x16r2u,128x32r2u,128x16r4u,64x32r1p';
+  : '64x32r1,64x16r1,32x32r1,64x32r1u,64x16r2,64x16r2u,64x32r2u,128x16r2,128x16r2u,64x64r1,32x32r1p';
 const configs = (option('configs') ?? DEFAULT_CONFIGS).split(',').map(parseConfig);
 
 interface Case {

@@ -51,48 +51,51 @@ export function tileProblem(
   return null;
 }
 
+/**
+ * The run's tile: explicit run options must fit (else ResourceLimitError naming the limit); the
+ * spec's tiling hints are used when they fit and ignored otherwise; the default is the first of
+ * PREFERENCE that fits, with queries in workgroup memory. Queries in registers and unrolled loops
+ * only when asked for: drivers that compile private arrays slowly (Mesa's lavapipe) suffer.
+ */
 export function chooseFlashTile(
   spec: AttentionSpec,
   limits: GpuLimits,
   request: TileRequest = {},
 ): FlashTile {
-  const blockQ = request.blockQ ?? spec.tiling.blockQ;
-  const blockKV = request.blockKV ?? spec.tiling.blockKV;
-  positive('blockQ', blockQ);
-  positive('blockKV', blockKV);
+  positive('blockQ', request.blockQ);
+  positive('blockKV', request.blockKV);
   positive('rowsPerThread', request.rowsPerThread);
   const rowsPerThread = request.rowsPerThread ?? 1;
   const unroll = request.unroll ?? false;
-  const stages: ('shared' | 'private')[] = request.qStage
-    ? [request.qStage]
-    : ['shared', 'private'];
-
-  if (blockQ !== undefined || blockKV !== undefined) {
-    const bq = blockQ ?? Math.min(64, pow2AtLeast(spec.seqQ));
-    const bk = blockKV ?? Math.min(32, pow2AtLeast(spec.seqKV));
-    if (bq % rowsPerThread !== 0)
-      throw new SpecError(`blockQ (${bq}) must be a multiple of rowsPerThread (${rowsPerThread})`);
-    let problem = '';
-    for (const qStage of stages) {
-      const tile = { blockQ: bq, blockKV: bk, rowsPerThread, qStage, unroll };
-      const p = tileProblem(spec, tile, limits);
-      if (p === null) return tile;
-      problem ||= p;
-    }
-    throw new ResourceLimitError(problem);
-  }
+  const qStage = request.qStage ?? 'shared';
   const capQ = pow2AtLeast(spec.seqQ);
   const capKV = pow2AtLeast(spec.seqKV);
+
+  if (request.blockQ !== undefined || request.blockKV !== undefined) {
+    const bq = request.blockQ ?? Math.min(64, capQ);
+    const bk = request.blockKV ?? Math.min(32, capKV);
+    if (bq % rowsPerThread !== 0)
+      throw new SpecError(`blockQ (${bq}) must be a multiple of rowsPerThread (${rowsPerThread})`);
+    const tile = { blockQ: bq, blockKV: bk, rowsPerThread, qStage, unroll };
+    const problem = tileProblem(spec, tile, limits);
+    if (problem !== null) throw new ResourceLimitError(problem);
+    return tile;
+  }
+  // Candidates as (blockQ, blockKV): the spec's hint first, then the preferences scaled by rows.
+  const candidates: [number, number][] = [
+    ...(spec.tiling.blockQ !== undefined || spec.tiling.blockKV !== undefined
+      ? [[spec.tiling.blockQ ?? 64, spec.tiling.blockKV ?? 32] as [number, number]]
+      : []),
+    ...PREFERENCE.map(([q, k]) => [q * rowsPerThread, k] as [number, number]),
+  ];
   let first = '';
-  for (const qStage of stages) {
-    for (const [pq, pk] of PREFERENCE) {
-      const bq = Math.max(rowsPerThread, Math.min(pq * rowsPerThread, capQ));
-      if (bq % rowsPerThread !== 0) continue;
-      const tile = { blockQ: bq, blockKV: Math.min(pk, capKV), rowsPerThread, qStage, unroll };
-      const p = tileProblem(spec, tile, limits);
-      if (p === null) return tile;
-      first ||= p;
-    }
+  for (const [pq, pk] of candidates) {
+    const bq = Math.max(rowsPerThread, Math.min(pq, capQ));
+    if (bq % rowsPerThread !== 0) continue;
+    const tile = { blockQ: bq, blockKV: Math.min(pk, capKV), rowsPerThread, qStage, unroll };
+    const p = tileProblem(spec, tile, limits);
+    if (p === null) return tile;
+    first ||= p;
   }
   throw new ResourceLimitError(`no fused-kernel tile fits this device: ${first}`);
 }

@@ -65,9 +65,13 @@ describe('browser example', () => {
       const errors: string[] = [];
       page.on('pageerror', (e) => errors.push(e.message));
       await page.goto(`${origin}/index.html`);
-      await page.waitForFunction(() => (window as { tessera?: unknown }).tessera !== undefined, null, {
-        timeout: 90_000,
-      });
+      await page.waitForFunction(
+        () => (window as { tessera?: unknown }).tessera !== undefined,
+        null,
+        {
+          timeout: 90_000,
+        },
+      );
       const result = (await page.evaluate(() => (window as { tessera?: unknown }).tessera)) as {
         ok: boolean;
         error?: string;

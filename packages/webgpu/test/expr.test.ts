@@ -13,7 +13,7 @@ import {
   vars,
   where,
 } from '@tessera/core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   createWebGpuBackend,
   lowerWgsl,
@@ -21,6 +21,9 @@ import {
   type WebGpuBackend,
   WgslExprRenderer,
 } from '../src/index.js';
+
+// Software Vulkan compiles each new pipeline on first use; under a loaded 2-core CI that can take long.
+vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
 
 let backend: WebGpuBackend;
 beforeAll(async () => {

@@ -9,9 +9,12 @@ import {
   randomFeatureMatrix,
   scoreMod,
 } from '@tessera/core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createWebGpuBackend, type WebGpuBackend } from '../src/index.js';
 import { denseReference, maxRelError, randomInputs } from './reference.js';
+
+// Software Vulkan compiles each new pipeline on first use; under a loaded 2-core CI that can take long.
+vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
 
 let backend: WebGpuBackend;
 beforeAll(async () => {

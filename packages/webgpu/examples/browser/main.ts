@@ -32,7 +32,13 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     const { out, lse } = await backend.run(spec, exampleInputs(spec));
     const ms = performance.now() - t0;
-    w.tessera = { ok: true, adapter: backend.device, ms, out: Array.from(out), lse: Array.from(lse) };
+    w.tessera = {
+      ok: true,
+      adapter: backend.device,
+      ms,
+      out: Array.from(out),
+      lse: Array.from(lse),
+    };
     status.textContent = `done on ${backend.device} in ${ms.toFixed(1)} ms`;
     result.textContent = `out[0..8] = ${Array.from(out.slice(0, 8), (x) => x.toFixed(4)).join(', ')}`;
     await backend.dispose();

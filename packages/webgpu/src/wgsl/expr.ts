@@ -133,10 +133,11 @@ export class WgslExprRenderer implements ExprRenderer {
         return `${x} == ${y}`;
       case 'ne':
         return `${x} != ${y}`;
+      // Operands are already-evaluated atoms: the non-short-circuit forms keep the code branch-free.
       case 'and':
-        return `${x} && ${y}`;
+        return `${x} & ${y}`;
       case 'or':
-        return `${x} || ${y}`;
+        return `${x} | ${y}`;
     }
   }
 
@@ -182,9 +183,8 @@ export class WgslExprRenderer implements ExprRenderer {
       out.push(
         [
           `fn load_t${slot}(i: i32) -> ${t.dtype} {`,
-          `  if (u32(i) >= ${t.length}u) { return ${zero}; }`,
-          `  let w = ${tensorBuffer}[${t.offset}u + u32(i)];`,
-          `  return ${value};`,
+          `  let w = ${tensorBuffer}[${t.offset}u + min(u32(i), ${t.length - 1}u)];`,
+          `  return select(${zero}, ${value}, u32(i) < ${t.length}u);`,
           '}',
         ].join('\n'),
       );

@@ -290,7 +290,7 @@ export function emitFlash(spec: AttentionSpec, options: FlashEmitOptions): strin
   const cond = hasMask ? `(entry >> 31u) == 0u || kv0 + ${BK}u > SEQ_KV` : `kv0 + ${BK}u > SEQ_KV`;
   const test = (i: string, j: string) =>
     hasMask
-      ? `kv0 + ${j} >= SEQ_KV || !mask(i32(b), i32(h), ${qIdx(i)}, i32(kv0 + ${j}))`
+      ? `(kv0 + ${j} >= SEQ_KV) | !mask(i32(b), i32(h), ${qIdx(i)}, i32(kv0 + ${j}))`
       : `kv0 + ${j} >= SEQ_KV`;
   I(
     '',
@@ -299,7 +299,9 @@ export function emitFlash(spec: AttentionSpec, options: FlashEmitOptions): strin
       : '// Past the sequence end: mask the missing keys.',
     `if (${cond}) {`,
     ...loop('i', RQ, un, (i) =>
-      loop('j', BK, un, (j) => [`if (${test(i, j)}) { s[${sIdx(i, j)}] = MASKED; }`]),
+      loop('j', BK, un, (j) => [
+        `s[${sIdx(i, j)}] = select(s[${sIdx(i, j)}], MASKED, ${test(i, j)});`,
+      ]),
     ).map((l) => `  ${l}`),
     '}',
     '',

@@ -126,7 +126,7 @@ export function emitNaive(spec: AttentionSpec, options: NaiveEmitOptions): strin
     `  for (var d = 0u; d < ${spec.headDim}u; d++) { acc += ${cast}(q_buf[q_row + d]) * ${cast}(k_buf[k_row + d]); }`,
     '  var s = acc * SCALE;',
     ...(spec.scoreMod ? ['  s = score_mod(s, i32(b), i32(h), i32(qi), i32(kv));'] : []),
-    ...(spec.mask ? ['  if (!mask(i32(b), i32(h), i32(qi), i32(kv))) { s = MASKED; }'] : []),
+    ...(spec.mask ? ['  s = select(MASKED, s, mask(i32(b), i32(h), i32(qi), i32(kv)));'] : []),
     '  scores[(bh * SEQ_Q + qi) * SEQ_KV + kv] = s;',
     '}',
     '',

@@ -44,9 +44,8 @@ fn load_v(row: u32, d4: u32) -> vec4<f32> {
   return vec4<f32>(v_buf[row / 4u + d4]);
 }
 fn load_t0(i: i32) -> f32 {
-  if (u32(i) >= 4u) { return 0.0f; }
-  let w = tensors[0u + u32(i)];
-  return bitcast<f32>(w);
+  let w = tensors[0u + min(u32(i), 3u)];
+  return select(0.0f, bitcast<f32>(w), u32(i) < 4u);
 }
 // score modification 'alibi'
 fn score_mod(score: f32, b: i32, h: i32, q: i32, kv: i32) -> f32 {
@@ -135,7 +134,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if ((entry >> 31u) == 0u || kv0 + 32u > SEQ_KV) {
       for (var i = 0u; i < 2u; i++) {
         for (var j = 0u; j < 32u; j++) {
-          if (kv0 + j >= SEQ_KV || !mask(i32(b), i32(h), i32(q0 + i * 32u + tid), i32(kv0 + j))) { s[i * 32u + j] = MASKED; }
+          s[i * 32u + j] = select(s[i * 32u + j], MASKED, (kv0 + j >= SEQ_KV) | !mask(i32(b), i32(h), i32(q0 + i * 32u + tid), i32(kv0 + j)));
         }
       }
     }

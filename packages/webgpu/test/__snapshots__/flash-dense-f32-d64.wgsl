@@ -103,7 +103,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     // Past the sequence end: mask the missing keys.
     if (kv0 + 16u > SEQ_KV) {
       for (var j = 0u; j < 16u; j++) {
-        if (kv0 + j >= SEQ_KV) { s[j] = MASKED; }
+        s[j] = select(s[j], MASKED, kv0 + j >= SEQ_KV);
       }
     }
     

@@ -69,8 +69,8 @@ fn mask(b: i32, h: i32, q: i32, kv: i32) -> bool {
   let m4: bool = m3 < 0.25f;
   let m5: i32 = q - kv;
   let m6: bool = m5 < 16i;
-  let m7: bool = m4 || m6;
-  let m8: bool = m0 && m7;
+  let m7: bool = m4 | m6;
+  let m8: bool = m0 & m7;
   return m8;
 }
 
@@ -134,7 +134,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     // Partial block (or past the sequence end): the per-element mask.
     if ((entry >> 31u) == 0u || kv0 + 32u > SEQ_KV) {
       for (var j = 0u; j < 32u; j++) {
-        if (kv0 + j >= SEQ_KV || !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + j))) { s[j] = MASKED; }
+        s[j] = select(s[j], MASKED, (kv0 + j >= SEQ_KV) | !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + j)));
       }
     }
     

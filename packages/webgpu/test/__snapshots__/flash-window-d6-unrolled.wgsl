@@ -62,7 +62,7 @@ fn mask(b: i32, h: i32, q: i32, kv: i32) -> bool {
   let m0: i32 = q - kv;
   let m1: bool = m0 >= 0i;
   let m2: bool = m0 < 64i;
-  let m3: bool = m1 && m2;
+  let m3: bool = m1 & m2;
   return m3;
 }
 
@@ -130,14 +130,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     
     // Partial block (or past the sequence end): the per-element mask.
     if ((entry >> 31u) == 0u || kv0 + 8u > SEQ_KV) {
-      if (kv0 + 0u >= SEQ_KV || !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 0u))) { s[0u] = MASKED; }
-      if (kv0 + 1u >= SEQ_KV || !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 1u))) { s[1u] = MASKED; }
-      if (kv0 + 2u >= SEQ_KV || !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 2u))) { s[2u] = MASKED; }
-      if (kv0 + 3u >= SEQ_KV || !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 3u))) { s[3u] = MASKED; }
-      if (kv0 + 4u >= SEQ_KV || !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 4u))) { s[4u] = MASKED; }
-      if (kv0 + 5u >= SEQ_KV || !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 5u))) { s[5u] = MASKED; }
-      if (kv0 + 6u >= SEQ_KV || !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 6u))) { s[6u] = MASKED; }
-      if (kv0 + 7u >= SEQ_KV || !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 7u))) { s[7u] = MASKED; }
+      s[0u] = select(s[0u], MASKED, (kv0 + 0u >= SEQ_KV) | !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 0u)));
+      s[1u] = select(s[1u], MASKED, (kv0 + 1u >= SEQ_KV) | !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 1u)));
+      s[2u] = select(s[2u], MASKED, (kv0 + 2u >= SEQ_KV) | !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 2u)));
+      s[3u] = select(s[3u], MASKED, (kv0 + 3u >= SEQ_KV) | !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 3u)));
+      s[4u] = select(s[4u], MASKED, (kv0 + 4u >= SEQ_KV) | !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 4u)));
+      s[5u] = select(s[5u], MASKED, (kv0 + 5u >= SEQ_KV) | !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 5u)));
+      s[6u] = select(s[6u], MASKED, (kv0 + 6u >= SEQ_KV) | !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 6u)));
+      s[7u] = select(s[7u], MASKED, (kv0 + 7u >= SEQ_KV) | !mask(i32(b), i32(h), i32(q0 + tid), i32(kv0 + 7u)));
     }
     
     // Online softmax: rescale what was accumulated, add this tile.

@@ -22,9 +22,8 @@ const MASKED_LIMIT = -1.0e38f;
 var<workgroup> red: array<f32, 256>;
 
 fn load_t0(i: i32) -> f32 {
-  if (u32(i) >= 4u) { return 0.0f; }
-  let w = tensors[0u + u32(i)];
-  return bitcast<f32>(w);
+  let w = tensors[0u + min(u32(i), 3u)];
+  return select(0.0f, bitcast<f32>(w), u32(i) < 4u);
 }
 // score modification 'alibi'
 fn score_mod(score: f32, b: i32, h: i32, q: i32, kv: i32) -> f32 {
@@ -74,7 +73,7 @@ fn scores_pass(@builtin(global_invocation_id) g: vec3<u32>) {
   for (var d = 0u; d < 32u; d++) { acc += (q_buf[q_row + d]) * (k_buf[k_row + d]); }
   var s = acc * SCALE;
   s = score_mod(s, i32(b), i32(h), i32(qi), i32(kv));
-  if (!mask(i32(b), i32(h), i32(qi), i32(kv))) { s = MASKED; }
+  s = select(MASKED, s, mask(i32(b), i32(h), i32(qi), i32(kv)));
   scores[(bh * SEQ_Q + qi) * SEQ_KV + kv] = s;
 }
 
