@@ -6,6 +6,7 @@
  * all literals routes one through an identity function (`rt_*`), which makes it a runtime value.
  */
 import {
+  type AttentionSpec,
   type BinaryFn,
   type ExprNode,
   type ExprRenderer,
@@ -217,6 +218,32 @@ export class WgslExprRenderer implements ExprRenderer {
 /** Lowers `node` with a fresh renderer; the caller emits `renderer.helperSource()` once per module. */
 export function lowerWgsl(node: ExprNode, renderer: WgslExprRenderer, prefix = 't'): LoweredExpr {
   return lowerExpr(node, renderer, { prefix });
+}
+
+/** The spec's `score_mod` and `mask` WGSL functions (those it has), lowered through `renderer`. */
+export function specFunctions(spec: AttentionSpec, renderer: WgslExprRenderer): string[] {
+  const fns: string[] = [];
+  if (spec.scoreMod) {
+    const low = lowerWgsl(spec.scoreMod.expr, renderer, 's');
+    fns.push(
+      `// score modification '${spec.scoreMod.name}'`,
+      'fn score_mod(score: f32, b: i32, h: i32, q: i32, kv: i32) -> f32 {',
+      ...low.statements.map((s) => `  ${s}`),
+      `  return ${low.result};`,
+      '}',
+    );
+  }
+  if (spec.mask) {
+    const low = lowerWgsl(spec.mask.expr, renderer, 'm');
+    fns.push(
+      `// mask '${spec.mask.name}'`,
+      'fn mask(b: i32, h: i32, q: i32, kv: i32) -> bool {',
+      ...low.statements.map((s) => `  ${s}`),
+      `  return ${low.result};`,
+      '}',
+    );
+  }
+  return fns;
 }
 
 /** Places a spec's captured tensors back to back in one buffer of 32-bit words. */

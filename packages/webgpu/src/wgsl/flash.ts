@@ -17,7 +17,7 @@ import {
   specStrides,
   storageArray,
 } from './common.js';
-import { lowerWgsl, placeTensors, WgslExprRenderer } from './expr.js';
+import { placeTensors, specFunctions, WgslExprRenderer } from './expr.js';
 
 /** How one fused kernel is shaped; `chooseFlashTile` picks one from the device's limits. */
 export interface FlashTile {
@@ -72,27 +72,7 @@ export function emitFlash(spec: AttentionSpec, options: FlashEmitOptions): strin
   const qScale = hasMod ? spec.scale : spec.scale * LOG2E;
 
   const renderer = new WgslExprRenderer(placeTensors(spec.tensors));
-  const fns: string[] = [];
-  if (spec.scoreMod) {
-    const low = lowerWgsl(spec.scoreMod.expr, renderer, 's');
-    fns.push(
-      `// score modification '${spec.scoreMod.name}'`,
-      'fn score_mod(score: f32, b: i32, h: i32, q: i32, kv: i32) -> f32 {',
-      ...low.statements.map((s) => `  ${s}`),
-      `  return ${low.result};`,
-      '}',
-    );
-  }
-  if (spec.mask) {
-    const low = lowerWgsl(spec.mask.expr, renderer, 'm');
-    fns.push(
-      `// mask '${spec.mask.name}'`,
-      'fn mask(b: i32, h: i32, q: i32, kv: i32) -> bool {',
-      ...low.statements.map((s) => `  ${s}`),
-      `  return ${low.result};`,
-      '}',
-    );
-  }
+  const fns = specFunctions(spec, renderer);
   const helpers = renderer.helperSource();
   const hasTensors = spec.tensors.length > 0;
 

@@ -5,7 +5,7 @@
  */
 import type { AttentionSpec } from '@tessera/core';
 import { MASKED, MASKED_LIMIT, NEG_INF_BITS, specStrides } from './common.js';
-import { lowerWgsl, placeTensors, WgslExprRenderer } from './expr.js';
+import { placeTensors, specFunctions, WgslExprRenderer } from './expr.js';
 
 export interface NaiveEmitOptions {
   readonly storage: 'f32' | 'f16';
@@ -29,27 +29,7 @@ export function emitNaive(spec: AttentionSpec, options: NaiveEmitOptions): strin
   const elem = options.storage;
   const cast = elem === 'f32' ? '' : 'f32';
   const renderer = new WgslExprRenderer(placeTensors(spec.tensors));
-  const fns: string[] = [];
-  if (spec.scoreMod) {
-    const low = lowerWgsl(spec.scoreMod.expr, renderer, 's');
-    fns.push(
-      `// score modification '${spec.scoreMod.name}'`,
-      'fn score_mod(score: f32, b: i32, h: i32, q: i32, kv: i32) -> f32 {',
-      ...low.statements.map((s) => `  ${s}`),
-      `  return ${low.result};`,
-      '}',
-    );
-  }
-  if (spec.mask) {
-    const low = lowerWgsl(spec.mask.expr, renderer, 'm');
-    fns.push(
-      `// mask '${spec.mask.name}'`,
-      'fn mask(b: i32, h: i32, q: i32, kv: i32) -> bool {',
-      ...low.statements.map((s) => `  ${s}`),
-      `  return ${low.result};`,
-      '}',
-    );
-  }
+  const fns = specFunctions(spec, renderer);
   const helpers = renderer.helperSource();
   const sg = options.subgroups;
   const reduce = (name: string, op: string, identity: string): string[] =>
