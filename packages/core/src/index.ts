@@ -100,6 +100,33 @@ export {
   type Strategy,
 } from './plan.js';
 export {
+  type AttendStep,
+  type CompressedStep,
+  type DenseStep,
+  defineProgram,
+  type GateStep,
+  type MergeStep,
+  type PoolStep,
+  type Program,
+  type ProgramConfig,
+  type ProgramStep,
+  type ProjectStep,
+  type SelectStep,
+  type Shape,
+  stepReads,
+  stepWrites,
+} from './program.js';
+export {
+  DeviceValue,
+  type ProgramBackend,
+  type ProgramInput,
+  type ProgramOps,
+  type ProgramResult,
+  type ProgramRunOptions,
+  runProgram,
+  type StepEnv,
+} from './program-run.js';
+export {
   type AttentionConfig,
   type AttentionSpec,
   analyticLayoutOf,

@@ -1,0 +1,463 @@
+/**
+ * Attention programs: several key/value sources, several attention branches, one merged output.
+ *
+ * A program is a list of steps over named 4-d tensors `[batch, heads, rows, cols]` (always the
+ * 'bhsd' order). Steps derive key/value sources (pooled blocks, low-rank sequence projections,
+ * token-wise projections), pick blocks by content (`select`, whose result stays on the device),
+ * attend (`attend` runs an AttentionSpec, optionally restricted to a selection; `compressed`
+ * attends to block summaries) and merge branches (exactly by log-sum-exp, or by learned gates).
+ *
+ * `defineProgram` checks every step and infers every shape, so a backend receives a program whose
+ * shapes are known to agree; `runProgram` runs it on any backend that implements `ProgramOps`.
+ */
+import { SpecError } from './errors.js';
+import { ceilDiv } from './layout.js';
+import type { AttentionSpec } from './spec.js';
+
+/** `[batch, heads, rows, cols]`. */
+export type Shape = readonly [number, number, number, number];
+
+export type ProgramStep =
+  | PoolStep
+  | ProjectStep
+  | DenseStep
+  | SelectStep
+  | AttendStep
+  | CompressedStep
+  | MergeStep
+  | GateStep;
+
+/**
+ * Summaries of consecutive blocks of `block` rows: `out[b,h,j] = Σ_t w_t x[b,h,j·block+t]`, with
+ * w the softmax of `weights[h, 0..n_j)` over the n_j rows block j has (the mean when there are no
+ * weights). `weights`: `[1, heads, 1, block]`. Output rows: ceil(rows / block).
+ */
+export interface PoolStep {
+  readonly op: 'pool';
+  readonly out: string;
+  readonly x: string;
+  readonly block: number;
+  readonly weights?: string;
+}
+
+/**
+ * Low-rank sequence projection (Linformer's E and F): `out[b,h,i] = Σ_n matrix[i,n] x[b,h,n]`.
+ * `matrix`: `[1, 1, r, rows]`, shared by batches and heads. Output rows: r.
+ */
+export interface ProjectStep {
+  readonly op: 'project';
+  readonly out: string;
+  readonly x: string;
+  readonly matrix: string;
+}
+
+/**
+ * Token-wise projection per head: `out[b,h,n] = act(x[b,h,n] · weight[h] + bias[h])`.
+ * `weight`: `[1, heads, cols, outCols]`; `bias`: `[1, heads, 1, outCols]`.
+ */
+export interface DenseStep {
+  readonly op: 'dense';
+  readonly out: string;
+  readonly x: string;
+  readonly weight: string;
+  readonly bias?: string;
+  readonly activation?: 'none' | 'relu';
+}
+
+/**
+ * Content-dependent block selection. `q` holds one summary per query block
+ * (`[batch, headsQ, ceil(seqQ/blockQ), headDim]`), `k` one per key block
+ * (`[batch, headsKV, ceil(seqKV/blockKV), headDim]`). For each (batch, query head, query block)
+ * the candidates are the KV blocks `spec`'s mask leaves non-empty at these block sizes. The `local`
+ * forced blocks are the candidates that meet key positions
+ * `[qb·blockQ − (local−1)·blockKV, (qb+1)·blockQ)`; the remaining `topK − forced` slots go to the
+ * candidates with the largest `q·k` (ties to the lower block). Each row keeps
+ * `min(topK, candidates)` blocks in ascending order. The result is a block layout held by the
+ * backend (on the device for GPU backends); `attend` and `compressed` read it.
+ */
+export interface SelectStep {
+  readonly op: 'select';
+  readonly out: string;
+  readonly q: string;
+  readonly k: string;
+  readonly spec: AttentionSpec;
+  readonly blockQ: number;
+  readonly blockKV: number;
+  readonly topK: number;
+  readonly local: number;
+}
+
+/**
+ * Runs `spec` (softmax or linear kernel) on `q`, `k`, `v`, whose shapes must be the spec's in
+ * 'bhsd' order. With `selection` (made by a `select` step for this spec), only the selected KV
+ * blocks are visited; the spec's mask still applies inside them. `lse`: `[batch, headsQ, seqQ, 1]`.
+ */
+export interface AttendStep {
+  readonly op: 'attend';
+  readonly out: string;
+  readonly lse?: string;
+  readonly spec: AttentionSpec;
+  readonly q: string;
+  readonly k: string;
+  readonly v: string;
+  readonly selection?: string;
+}
+
+/**
+ * Softmax attention to block summaries. `k`, `v`: summaries of blocks of `block` keys of a
+ * sequence of `seqKV` keys (`[batch, headsKV, ceil(seqKV/block), cols]`). Summary j stands for
+ * its n_j keys: its score is `scale·q·k_j + ln n_j`. Causal: query i sees summary j only when the
+ * whole block is at or before i. With `selection` (blockKV = block), `'exclude'` skips the blocks
+ * selected for the query's block and `'only'` keeps just those.
+ */
+export interface CompressedStep {
+  readonly op: 'compressed';
+  readonly out: string;
+  readonly lse?: string;
+  readonly q: string;
+  readonly k: string;
+  readonly v: string;
+  readonly block: number;
+  readonly seqKV: number;
+  readonly causal: boolean;
+  readonly scale: number;
+  readonly selection?: string;
+  readonly selectionMode?: 'exclude' | 'only';
+}
+
+/**
+ * Exact merge of branches over disjoint key sets: `L = ln Σ e^{l_b}`,
+ * `out = Σ e^{l_b − L} out_b`; rows where every branch is empty give 0 and L = −∞.
+ */
+export interface MergeStep {
+  readonly op: 'merge';
+  readonly out: string;
+  readonly lse?: string;
+  readonly branches: readonly { readonly out: string; readonly lse: string }[];
+}
+
+/**
+ * Gated merge: `out = Σ_b σ(x·weight[b,h] + bias[b,h]) · branches[b]`. `x`: `[batch, heads, rows,
+ * cols]` (usually the queries); `weight`: `[1, branches, heads, cols]`; `bias`:
+ * `[1, 1, branches, heads]`. Per-head gates: a zero weight leaves only the bias.
+ */
+export interface GateStep {
+  readonly op: 'gate';
+  readonly out: string;
+  readonly x: string;
+  readonly weight: string;
+  readonly bias: string;
+  readonly branches: readonly string[];
+}
+
+export interface ProgramConfig {
+  /** Host inputs by name with their shapes. */
+  readonly inputs: Readonly<Record<string, Shape>>;
+  readonly steps: readonly ProgramStep[];
+  /** Names returned by runProgram (tensors, not selections). */
+  readonly outputs: readonly string[];
+}
+
+export type ValueKind = 'tensor' | 'selection';
+
+export interface Program {
+  readonly inputs: Readonly<Record<string, Shape>>;
+  readonly steps: readonly ProgramStep[];
+  readonly outputs: readonly string[];
+  /** Shape of every tensor the program names (selections excluded). */
+  readonly shapes: Readonly<Record<string, Shape>>;
+  /** For each step, the names whose last use it is (freed after it). */
+  readonly lastUse: readonly (readonly string[])[];
+}
+
+const OPS = ['pool', 'project', 'dense', 'select', 'attend', 'compressed', 'merge', 'gate'];
+
+function posInt(where: string, field: string, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0 || v > 2 ** 31 - 1)
+    throw new SpecError(`${where}: ${field} must be a positive integer (got ${String(v)})`);
+  return v;
+}
+
+function sameShape(a: Shape, b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+const fmt = (s: readonly number[]): string => `[${s.join(', ')}]`;
+
+/** Checks a program and infers the shape of every value. Throws SpecError naming step and field. */
+export function defineProgram(config: ProgramConfig): Program {
+  if (typeof config !== 'object' || config === null)
+    throw new SpecError('defineProgram needs { inputs, steps, outputs }');
+  const shapes: Record<string, Shape> = {};
+  const kinds = new Map<string, ValueKind>();
+  const selections = new Map<string, SelectStep>();
+  for (const [name, shape] of Object.entries(config.inputs ?? {})) {
+    if (!Array.isArray(shape) || shape.length !== 4)
+      throw new SpecError(
+        `input '${name}': shape must be [batch, heads, rows, cols] (got ${JSON.stringify(shape)})`,
+      );
+    shape.forEach((d, i) => posInt(`input '${name}'`, `shape[${i}]`, d));
+    shapes[name] = Object.freeze([...shape]) as unknown as Shape;
+    kinds.set(name, 'tensor');
+  }
+  if (!Array.isArray(config.steps) || config.steps.length === 0)
+    throw new SpecError('program needs at least one step');
+  const define = (where: string, name: unknown, kind: ValueKind, shape?: Shape): void => {
+    if (typeof name !== 'string' || name.length === 0)
+      throw new SpecError(`${where}: output name must be a non-empty string`);
+    if (kinds.has(name)) throw new SpecError(`${where}: '${name}' is already defined`);
+    kinds.set(name, kind);
+    if (shape) shapes[name] = Object.freeze([...shape]) as unknown as Shape;
+  };
+  const tensorOf = (where: string, field: string, name: unknown): Shape => {
+    if (typeof name !== 'string' || kinds.get(name) !== 'tensor')
+      throw new SpecError(
+        `${where}: ${field} '${String(name)}' is not a tensor defined by an input or an earlier step`,
+      );
+    return shapes[name] as Shape;
+  };
+  const expect = (where: string, field: string, got: Shape, want: readonly number[]): void => {
+    if (!sameShape(got, want))
+      throw new SpecError(`${where}: ${field} must have shape ${fmt(want)} (got ${fmt(got)})`);
+  };
+  const specOf = (where: string, spec: AttentionSpec): AttentionSpec => {
+    if (typeof spec !== 'object' || spec === null || spec.version !== 1)
+      throw new SpecError(`${where}: spec must come from defineAttention()`);
+    if (spec.layout !== 'bhsd')
+      throw new SpecError(`${where}: programs use the 'bhsd' layout (spec has '${spec.layout}')`);
+    return spec;
+  };
+
+  config.steps.forEach((step, i) => {
+    const where = `step ${i} (${String(step?.op)})`;
+    if (typeof step !== 'object' || step === null || !OPS.includes(step.op))
+      throw new SpecError(`step ${i}: op must be one of ${OPS.join(', ')}`);
+    switch (step.op) {
+      case 'pool': {
+        const x = tensorOf(where, 'x', step.x);
+        const block = posInt(where, 'block', step.block);
+        if (step.weights !== undefined)
+          expect(where, 'weights', tensorOf(where, 'weights', step.weights), [1, x[1], 1, block]);
+        define(where, step.out, 'tensor', [x[0], x[1], ceilDiv(x[2], block), x[3]]);
+        break;
+      }
+      case 'project': {
+        const x = tensorOf(where, 'x', step.x);
+        const m = tensorOf(where, 'matrix', step.matrix);
+        if (m[0] !== 1 || m[1] !== 1 || m[3] !== x[2])
+          throw new SpecError(
+            `${where}: matrix must have shape [1, 1, r, ${x[2]}] (got ${fmt(m)})`,
+          );
+        define(where, step.out, 'tensor', [x[0], x[1], m[2], x[3]]);
+        break;
+      }
+      case 'dense': {
+        const x = tensorOf(where, 'x', step.x);
+        const w = tensorOf(where, 'weight', step.weight);
+        if (w[0] !== 1 || w[1] !== x[1] || w[2] !== x[3])
+          throw new SpecError(
+            `${where}: weight must have shape [1, ${x[1]}, ${x[3]}, outCols] (got ${fmt(w)})`,
+          );
+        if (step.bias !== undefined)
+          expect(where, 'bias', tensorOf(where, 'bias', step.bias), [1, x[1], 1, w[3]]);
+        if (
+          step.activation !== undefined &&
+          step.activation !== 'none' &&
+          step.activation !== 'relu'
+        )
+          throw new SpecError(`${where}: activation must be 'none' or 'relu'`);
+        define(where, step.out, 'tensor', [x[0], x[1], x[2], w[3]]);
+        break;
+      }
+      case 'select': {
+        const spec = specOf(where, step.spec);
+        const bq = posInt(where, 'blockQ', step.blockQ);
+        const bk = posInt(where, 'blockKV', step.blockKV);
+        posInt(where, 'topK', step.topK);
+        if (typeof step.local !== 'number' || !Number.isInteger(step.local) || step.local < 0)
+          throw new SpecError(`${where}: local must be a non-negative integer`);
+        const forcedMax = step.local === 0 ? 0 : ceilDiv(bq, bk) + step.local;
+        if (step.local > 0 && step.topK < forcedMax)
+          throw new SpecError(
+            `${where}: topK ${step.topK} cannot hold the up to ${forcedMax} forced local blocks (local ${step.local}, blockQ ${bq}, blockKV ${bk})`,
+          );
+        expect(where, 'q', tensorOf(where, 'q', step.q), [
+          spec.batch,
+          spec.headsQ,
+          ceilDiv(spec.seqQ, bq),
+          spec.headDim,
+        ]);
+        expect(where, 'k', tensorOf(where, 'k', step.k), [
+          spec.batch,
+          spec.headsKV,
+          ceilDiv(spec.seqKV, bk),
+          spec.headDim,
+        ]);
+        if (spec.kernel.type !== 'softmax')
+          throw new SpecError(`${where}: selection needs a softmax spec`);
+        define(where, step.out, 'selection');
+        selections.set(step.out, step);
+        break;
+      }
+      case 'attend': {
+        const spec = specOf(where, step.spec);
+        const { batch: B, headsQ, headsKV, seqQ, seqKV, headDim, headDimV } = spec;
+        expect(where, 'q', tensorOf(where, 'q', step.q), [B, headsQ, seqQ, headDim]);
+        expect(where, 'k', tensorOf(where, 'k', step.k), [B, headsKV, seqKV, headDim]);
+        expect(where, 'v', tensorOf(where, 'v', step.v), [B, headsKV, seqKV, headDimV]);
+        if (step.selection !== undefined) {
+          const sel = selections.get(step.selection);
+          if (!sel)
+            throw new SpecError(
+              `${where}: selection '${step.selection}' is not a select step's output`,
+            );
+          if (sel.spec.hash !== spec.hash)
+            throw new SpecError(
+              `${where}: selection '${step.selection}' was made for another spec`,
+            );
+        }
+        define(where, step.out, 'tensor', [B, headsQ, seqQ, headDimV]);
+        if (step.lse !== undefined) define(where, step.lse, 'tensor', [B, headsQ, seqQ, 1]);
+        break;
+      }
+      case 'compressed': {
+        const q = tensorOf(where, 'q', step.q);
+        const k = tensorOf(where, 'k', step.k);
+        const v = tensorOf(where, 'v', step.v);
+        const block = posInt(where, 'block', step.block);
+        const seqKV = posInt(where, 'seqKV', step.seqKV);
+        const nb = ceilDiv(seqKV, block);
+        if (k[0] !== q[0] || k[2] !== nb || k[3] !== q[3] || q[1] % k[1] !== 0)
+          throw new SpecError(
+            `${where}: k must have shape [${q[0]}, a divisor of ${q[1]}, ${nb}, ${q[3]}] (got ${fmt(k)})`,
+          );
+        if (v[0] !== k[0] || v[1] !== k[1] || v[2] !== nb)
+          throw new SpecError(
+            `${where}: v must have shape [${k[0]}, ${k[1]}, ${nb}, cols] (got ${fmt(v)})`,
+          );
+        if (typeof step.causal !== 'boolean')
+          throw new SpecError(`${where}: causal must be a boolean`);
+        if (typeof step.scale !== 'number' || !Number.isFinite(step.scale))
+          throw new SpecError(`${where}: scale must be a finite number`);
+        if (step.selection !== undefined) {
+          const sel = selections.get(step.selection);
+          if (!sel)
+            throw new SpecError(
+              `${where}: selection '${step.selection}' is not a select step's output`,
+            );
+          if (
+            sel.blockKV !== block ||
+            sel.spec.seqKV !== seqKV ||
+            sel.spec.seqQ !== q[2] ||
+            sel.spec.headsQ !== q[1]
+          )
+            throw new SpecError(
+              `${where}: selection '${step.selection}' must select blocks of ${block} of ${seqKV} keys for ${q[1]} heads × ${q[2]} queries`,
+            );
+          if (step.selectionMode !== 'exclude' && step.selectionMode !== 'only')
+            throw new SpecError(`${where}: selectionMode must be 'exclude' or 'only'`);
+        } else if (step.selectionMode !== undefined) {
+          throw new SpecError(`${where}: selectionMode needs a selection`);
+        }
+        define(where, step.out, 'tensor', [q[0], q[1], q[2], v[3]]);
+        if (step.lse !== undefined) define(where, step.lse, 'tensor', [q[0], q[1], q[2], 1]);
+        break;
+      }
+      case 'merge': {
+        if (!Array.isArray(step.branches) || step.branches.length < 2)
+          throw new SpecError(`${where}: branches must list at least two { out, lse }`);
+        const first = tensorOf(where, 'branches[0].out', step.branches[0]?.out);
+        step.branches.forEach((br: MergeStep['branches'][number], j: number) => {
+          expect(where, `branches[${j}].out`, tensorOf(where, `branches[${j}].out`, br.out), first);
+          expect(where, `branches[${j}].lse`, tensorOf(where, `branches[${j}].lse`, br.lse), [
+            first[0],
+            first[1],
+            first[2],
+            1,
+          ]);
+        });
+        define(where, step.out, 'tensor', first);
+        if (step.lse !== undefined)
+          define(where, step.lse, 'tensor', [first[0], first[1], first[2], 1]);
+        break;
+      }
+      case 'gate': {
+        if (!Array.isArray(step.branches) || step.branches.length < 1)
+          throw new SpecError(`${where}: branches must list at least one tensor`);
+        const first = tensorOf(where, 'branches[0]', step.branches[0]);
+        step.branches.forEach((br: string, j: number) =>
+          expect(where, `branches[${j}]`, tensorOf(where, `branches[${j}]`, br), first),
+        );
+        const x = tensorOf(where, 'x', step.x);
+        if (x[0] !== first[0] || x[1] !== first[1] || x[2] !== first[2])
+          throw new SpecError(
+            `${where}: x must have shape [${first[0]}, ${first[1]}, ${first[2]}, cols] (got ${fmt(x)})`,
+          );
+        const nb = step.branches.length;
+        expect(where, 'weight', tensorOf(where, 'weight', step.weight), [1, nb, x[1], x[3]]);
+        expect(where, 'bias', tensorOf(where, 'bias', step.bias), [1, 1, nb, x[1]]);
+        define(where, step.out, 'tensor', first);
+        break;
+      }
+    }
+  });
+
+  if (!Array.isArray(config.outputs) || config.outputs.length === 0)
+    throw new SpecError('program needs at least one output');
+  for (const o of config.outputs) {
+    if (kinds.get(o) !== 'tensor')
+      throw new SpecError(`output '${String(o)}' is not a tensor the program defines`);
+  }
+  const lastUse = livenessOf(config.steps, new Set(config.outputs));
+  return Object.freeze({
+    inputs: Object.freeze({ ...config.inputs }),
+    steps: Object.freeze([...config.steps]),
+    outputs: Object.freeze([...config.outputs]),
+    shapes: Object.freeze(shapes),
+    lastUse,
+  });
+}
+
+/** Names every step reads. */
+export function stepReads(step: ProgramStep): string[] {
+  switch (step.op) {
+    case 'pool':
+      return [step.x, ...(step.weights ? [step.weights] : [])];
+    case 'project':
+      return [step.x, step.matrix];
+    case 'dense':
+      return [step.x, step.weight, ...(step.bias ? [step.bias] : [])];
+    case 'select':
+      return [step.q, step.k];
+    case 'attend':
+      return [step.q, step.k, step.v, ...(step.selection ? [step.selection] : [])];
+    case 'compressed':
+      return [step.q, step.k, step.v, ...(step.selection ? [step.selection] : [])];
+    case 'merge':
+      return step.branches.flatMap((b) => [b.out, b.lse]);
+    case 'gate':
+      return [step.x, step.weight, step.bias, ...step.branches];
+  }
+}
+
+/** Names every step writes. */
+export function stepWrites(step: ProgramStep): string[] {
+  switch (step.op) {
+    case 'attend':
+    case 'compressed':
+    case 'merge':
+      return [step.out, ...(step.lse ? [step.lse] : [])];
+    default:
+      return [step.out];
+  }
+}
+
+function livenessOf(steps: readonly ProgramStep[], keep: ReadonlySet<string>): string[][] {
+  const last = new Map<string, number>();
+  steps.forEach((s, i) => {
+    for (const n of [...stepReads(s), ...stepWrites(s)]) last.set(n, i);
+  });
+  const out: string[][] = steps.map(() => []);
+  for (const [name, i] of last) if (!keep.has(name)) out[i]?.push(name);
+  return out;
+}
