@@ -196,7 +196,9 @@ export function defineProgram(config: ProgramConfig): Program {
       throw new SpecError(
         `input '${name}': shape must be [batch, heads, rows, cols] (got ${JSON.stringify(shape)})`,
       );
-    shape.forEach((d, i) => posInt(`input '${name}'`, `shape[${i}]`, d));
+    shape.forEach((d, i) => {
+      posInt(`input '${name}'`, `shape[${i}]`, d);
+    });
     shapes[name] = Object.freeze([...shape]) as unknown as Shape;
     kinds.set(name, 'tensor');
   }
@@ -385,9 +387,9 @@ export function defineProgram(config: ProgramConfig): Program {
         if (!Array.isArray(step.branches) || step.branches.length < 1)
           throw new SpecError(`${where}: branches must list at least one tensor`);
         const first = tensorOf(where, 'branches[0]', step.branches[0]);
-        step.branches.forEach((br: string, j: number) =>
-          expect(where, `branches[${j}]`, tensorOf(where, `branches[${j}]`, br), first),
-        );
+        step.branches.forEach((br: string, j: number) => {
+          expect(where, `branches[${j}]`, tensorOf(where, `branches[${j}]`, br), first);
+        });
         const x = tensorOf(where, 'x', step.x);
         if (x[0] !== first[0] || x[1] !== first[1] || x[2] !== first[2])
           throw new SpecError(
