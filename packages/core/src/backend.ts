@@ -1,5 +1,6 @@
 import type { AttentionInputs, AttentionOutputs } from './inputs.js';
 import type { Strategy } from './plan.js';
+import type { ProgramOps } from './program-run.js';
 import type { AttentionSpec } from './spec.js';
 
 export interface RunOptions {
@@ -55,6 +56,8 @@ export interface AttentionBackend {
   ): Promise<AttentionOutputs>;
   /** Optional: the source this backend generates for `spec` (WGSL, CUDA C++, JS), for `--emit`. */
   emitSource?(spec: AttentionSpec, options?: RunOptions): string;
+  /** Optional: the steps of attention programs (`runProgram`), on this backend's device. */
+  readonly program?: ProgramOps;
   /** Frees what the backend holds (device memory, compiled kernels). */
   dispose(): Promise<void>;
 }

@@ -3,12 +3,14 @@ import {
   type AttentionInputs,
   type AttentionOutputs,
   type AttentionSpec,
+  type BlockLayout,
   compileJs,
   estimateCost,
   featureDim,
   hashSpec,
   InputError,
   isCausalExpr,
+  type ProgramBackend,
   ResourceLimitError,
   type RunOptions,
   roundToDtype,
@@ -20,6 +22,7 @@ import {
 } from '@tessera/core';
 import { type LinearKernel, linearKernel, linearNaive, linearPrefix } from './linear.js';
 import type { Prepared } from './prepared.js';
+import { cpuProgramOps } from './program.js';
 import { softmaxNaive, softmaxTiled } from './softmax.js';
 
 export interface CpuBackendOptions {
@@ -73,6 +76,35 @@ function compile(spec: AttentionSpec): Compiled {
   };
   compiledSpecs.set(spec, compiled);
   return compiled;
+}
+
+/**
+ * Runs a checked spec on validated inputs: rounds them to the spec's dtype and picks the kernel.
+ * `layout` gives the block layout the tiled softmax walks (the spec's, or a program's selection).
+ */
+export function attendCpu(
+  spec: AttentionSpec,
+  inputs: AttentionInputs,
+  strategy: Strategy,
+  layout: (spec: AttentionSpec) => BlockLayout,
+): AttentionOutputs {
+  const compiled = compile(spec);
+  const rounded =
+    spec.dtype === 'f32'
+      ? inputs
+      : {
+          q: roundToDtype(inputs.q, spec.dtype),
+          k: roundToDtype(inputs.k, spec.dtype),
+          v: roundToDtype(inputs.v, spec.dtype),
+        };
+  const p: Prepared = { spec, inputs: rounded, mask: compiled.mask, scoreMod: compiled.scoreMod };
+  if (compiled.linear) {
+    return strategy === 'naive'
+      ? linearNaive(p, compiled.linear)
+      : linearPrefix(p, compiled.linear);
+  }
+  if (strategy === 'naive') return softmaxNaive(p);
+  return softmaxTiled(p, layout(spec));
 }
 
 function describeValue(x: unknown): string {
@@ -129,7 +161,9 @@ function checkNaiveMemory(spec: AttentionSpec, limit: number): void {
  * 'tiled' (default) walks the block layout and never allocates an N×N buffer; 'naive'
  * materialises the N×N matrix per (batch, head) as a baseline and an independent check.
  */
-export async function createCpuBackend(options: CpuBackendOptions = {}): Promise<AttentionBackend> {
+export async function createCpuBackend(
+  options: CpuBackendOptions = {},
+): Promise<AttentionBackend & ProgramBackend> {
   if (typeof options !== 'object' || options === null)
     throw new InputError('createCpuBackend() options must be an object { maxNaiveBytes? }');
   const maxNaiveBytes = options.maxNaiveBytes ?? DEFAULT_MAX_NAIVE_BYTES;
@@ -146,32 +180,19 @@ export async function createCpuBackend(options: CpuBackendOptions = {}): Promise
     runOptions: RunOptions = {},
   ): Promise<AttentionOutputs> => {
     if (disposed) throw new UnsupportedError('this cpu backend was disposed');
-    const compiled = compile(spec);
     validateInputs(spec, inputs);
     const { strategy, blockQ, blockKV } = checkOptions(runOptions);
     if (strategy === 'naive') checkNaiveMemory(spec, maxNaiveBytes);
-    const rounded =
-      spec.dtype === 'f32'
-        ? inputs
-        : {
-            q: roundToDtype(inputs.q, spec.dtype),
-            k: roundToDtype(inputs.k, spec.dtype),
-            v: roundToDtype(inputs.v, spec.dtype),
-          };
-    const p: Prepared = { spec, inputs: rounded, mask: compiled.mask, scoreMod: compiled.scoreMod };
-    if (compiled.linear) {
-      return strategy === 'naive'
-        ? linearNaive(p, compiled.linear)
-        : linearPrefix(p, compiled.linear);
-    }
-    if (strategy === 'naive') return softmaxNaive(p);
-    return softmaxTiled(p, specBlockLayout(spec, { blockQ, blockKV }));
+    return attendCpu(spec, inputs, strategy, (s) => specBlockLayout(s, { blockQ, blockKV }));
   };
 
   return {
     name: 'cpu',
     device: 'CPU (JavaScript, f64 accumulation)',
     run,
+    program: cpuProgramOps(() => {
+      if (disposed) throw new UnsupportedError('this cpu backend was disposed');
+    }),
     async dispose() {
       disposed = true;
     },

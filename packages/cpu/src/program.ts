@@ -1,0 +1,355 @@
+/**
+ * The reference implementation of program steps (see @tessera/core's program.ts for the
+ * semantics). Tensors are Float32Arrays in [batch, heads, rows, cols] order; sums run in f64.
+ * A selection is a BlockLayout with one slice per (batch, query head), every block partial.
+ */
+import {
+  type AttendStep,
+  type AttentionSpec,
+  type BlockLayout,
+  BlockLayoutBuilder,
+  blockLayout,
+  type CompressedStep,
+  ceilDiv,
+  type GateStep,
+  layoutSlice,
+  type MergeStep,
+  type PoolStep,
+  type ProgramOps,
+  type ProgramStep,
+  type ProjectStep,
+  type SelectStep,
+  type Shape,
+  type StepEnv,
+  UnsupportedError,
+} from '@tessera/core';
+import { attendCpu } from './backend.js';
+
+export type CpuValue =
+  | { readonly kind: 'tensor'; readonly shape: Shape; readonly data: Float32Array }
+  | { readonly kind: 'selection'; readonly layout: BlockLayout };
+
+const tensor = (shape: Shape, data: Float32Array): CpuValue => ({ kind: 'tensor', shape, data });
+
+function dataOf(env: StepEnv<CpuValue>, name: string): Float32Array {
+  const v = env.get(name);
+  if (v.kind !== 'tensor') throw new UnsupportedError(`'${name}' is a selection, not a tensor`);
+  return v.data;
+}
+
+function layoutOf(env: StepEnv<CpuValue>, name: string): BlockLayout {
+  const v = env.get(name);
+  if (v.kind !== 'selection') throw new UnsupportedError(`'${name}' is not a selection`);
+  return v.layout;
+}
+
+/** The CPU's ProgramOps; `check` throws once the backend is disposed. */
+export function cpuProgramOps(check: () => void): ProgramOps<CpuValue> {
+  return {
+    async upload(data, shape) {
+      check();
+      return tensor(shape, Float32Array.from(data));
+    },
+    async download(value) {
+      if (value.kind !== 'tensor') throw new UnsupportedError('only tensors can be downloaded');
+      return Float32Array.from(value.data);
+    },
+    bytes(value) {
+      if (value.kind === 'tensor') return value.data.byteLength;
+      const l = value.layout;
+      return l.rowStart.byteLength + l.kvBlocks.byteLength + l.full.byteLength;
+    },
+    free() {},
+    async step(step, env) {
+      check();
+      return runStep(step, env);
+    },
+  };
+}
+
+function runStep(step: ProgramStep, env: StepEnv<CpuValue>): Record<string, CpuValue> {
+  switch (step.op) {
+    case 'pool':
+      return { [step.out]: pool(step, env) };
+    case 'project':
+      return { [step.out]: project(step, env) };
+    case 'dense':
+      return { [step.out]: dense(step, env) };
+    case 'select':
+      return { [step.out]: { kind: 'selection', layout: select(step, env) } };
+    case 'attend':
+      return attend(step, env);
+    case 'compressed':
+      return compressed(step, env);
+    case 'merge':
+      return merge(step, env);
+    case 'gate':
+      return { [step.out]: gate(step, env) };
+  }
+}
+
+function pool(step: PoolStep, env: StepEnv<CpuValue>): CpuValue {
+  const x = dataOf(env, step.x);
+  const [B, H, N, D] = env.shape(step.x);
+  const w = step.weights === undefined ? null : dataOf(env, step.weights);
+  const bs = step.block;
+  const nb = ceilDiv(N, bs);
+  const out = new Float32Array(B * H * nb * D);
+  const coef = new Float64Array(bs);
+  const acc = new Float64Array(D);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      for (let j = 0; j < nb; j++) {
+        const n = Math.min(bs, N - j * bs);
+        if (w === null) coef.fill(1 / n, 0, n);
+        else {
+          let mx = Number.NEGATIVE_INFINITY;
+          for (let t = 0; t < n; t++) mx = Math.max(mx, w[h * bs + t] as number);
+          let sum = 0;
+          for (let t = 0; t < n; t++) {
+            coef[t] = Math.exp((w[h * bs + t] as number) - mx);
+            sum += coef[t] as number;
+          }
+          for (let t = 0; t < n; t++) coef[t] = (coef[t] as number) / sum;
+        }
+        acc.fill(0);
+        for (let t = 0; t < n; t++) {
+          const row = ((b * H + h) * N + j * bs + t) * D;
+          const c = coef[t] as number;
+          for (let d = 0; d < D; d++) acc[d] = (acc[d] as number) + c * (x[row + d] as number);
+        }
+        out.set(acc, ((b * H + h) * nb + j) * D);
+      }
+    }
+  }
+  return tensor(env.shape(step.out), out);
+}
+
+function project(step: ProjectStep, env: StepEnv<CpuValue>): CpuValue {
+  const x = dataOf(env, step.x);
+  const m = dataOf(env, step.matrix);
+  const [B, H, N, D] = env.shape(step.x);
+  const r = (env.shape(step.matrix) as Shape)[2];
+  const out = new Float32Array(B * H * r * D);
+  const acc = new Float64Array(D);
+  for (let bh = 0; bh < B * H; bh++) {
+    for (let i = 0; i < r; i++) {
+      acc.fill(0);
+      for (let n = 0; n < N; n++) {
+        const c = m[i * N + n] as number;
+        const row = (bh * N + n) * D;
+        for (let d = 0; d < D; d++) acc[d] = (acc[d] as number) + c * (x[row + d] as number);
+      }
+      out.set(acc, (bh * r + i) * D);
+    }
+  }
+  return tensor(env.shape(step.out), out);
+}
+
+function dense(step: ProgramStep & { op: 'dense' }, env: StepEnv<CpuValue>): CpuValue {
+  const x = dataOf(env, step.x);
+  const w = dataOf(env, step.weight);
+  const bias = step.bias === undefined ? null : dataOf(env, step.bias);
+  const [B, H, N, D] = env.shape(step.x);
+  const E = (env.shape(step.weight) as Shape)[3];
+  const relu = step.activation === 'relu';
+  const out = new Float32Array(B * H * N * E);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      for (let n = 0; n < N; n++) {
+        const row = ((b * H + h) * N + n) * D;
+        for (let e = 0; e < E; e++) {
+          let s = bias === null ? 0 : (bias[h * E + e] as number);
+          for (let d = 0; d < D; d++)
+            s += (x[row + d] as number) * (w[(h * D + d) * E + e] as number);
+          out[((b * H + h) * N + n) * E + e] = relu && s < 0 ? 0 : s;
+        }
+      }
+    }
+  }
+  return tensor(env.shape(step.out), out);
+}
+
+/** Candidate blocks of one row of the static layout, as a list. */
+function rowBlocks(l: BlockLayout, slice: number, qb: number): number[] {
+  const row = slice * l.numQBlocks + qb;
+  return Array.from(l.kvBlocks.subarray(l.rowStart[row] as number, l.rowStart[row + 1] as number));
+}
+
+/** Whether KV block j meets key positions [lo, hi). */
+export function isForced(step: SelectStep, qb: number, j: number): boolean {
+  if (step.local === 0) return false;
+  const lo = qb * step.blockQ - (step.local - 1) * step.blockKV;
+  const hi = (qb + 1) * step.blockQ;
+  return j * step.blockKV < hi && (j + 1) * step.blockKV > lo;
+}
+
+function select(step: SelectStep, env: StepEnv<CpuValue>): BlockLayout {
+  const { spec, blockQ, blockKV, topK } = step;
+  const qp = dataOf(env, step.q);
+  const kp = dataOf(env, step.k);
+  const { batch: B, headsQ: H, headsKV: HK, headDim: D } = spec;
+  const group = H / HK;
+  const stat = blockLayout(spec, { blockQ, blockKV });
+  const nq = ceilDiv(spec.seqQ, blockQ);
+  const nk = ceilDiv(spec.seqKV, blockKV);
+  const builder = new BlockLayoutBuilder(
+    { seqQ: spec.seqQ, seqKV: spec.seqKV, blockQ, blockKV, batch: B, headsQ: H },
+    { batches: B, heads: H },
+  );
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const hk = Math.floor(h / group);
+      for (let qb = 0; qb < nq; qb++) {
+        const cand = rowBlocks(stat, layoutSlice(stat, b, h), qb);
+        const forced = cand.filter((j) => isForced(step, qb, j));
+        const rest = cand.filter((j) => !isForced(step, qb, j));
+        const qRow = ((b * H + h) * nq + qb) * D;
+        const score = (j: number): number => {
+          const kRow = ((b * HK + hk) * nk + j) * D;
+          let s = 0;
+          for (let d = 0; d < D; d++) s += (qp[qRow + d] as number) * (kp[kRow + d] as number);
+          return Math.fround(s);
+        };
+        const scored = rest.map((j) => ({ j, s: score(j) }));
+        scored.sort((x, y) => y.s - x.s || x.j - y.j);
+        const take = Math.min(topK, cand.length) - forced.length;
+        const chosen = [...forced, ...scored.slice(0, take).map((x) => x.j)].sort((x, y) => x - y);
+        for (const j of chosen) builder.push(j, false);
+        builder.endRow();
+      }
+    }
+  }
+  return builder.finish();
+}
+
+function attend(step: AttendStep, env: StepEnv<CpuValue>): Record<string, CpuValue> {
+  const spec: AttentionSpec = step.spec;
+  const inputs = { q: dataOf(env, step.q), k: dataOf(env, step.k), v: dataOf(env, step.v) };
+  const sel = step.selection === undefined ? null : layoutOf(env, step.selection);
+  const res = attendCpu(spec, inputs, 'tiled', (s) => sel ?? blockLayout(s));
+  const out: Record<string, CpuValue> = { [step.out]: tensor(env.shape(step.out), res.out) };
+  if (step.lse !== undefined) out[step.lse] = tensor(env.shape(step.lse), res.lse);
+  return out;
+}
+
+function compressed(step: CompressedStep, env: StepEnv<CpuValue>): Record<string, CpuValue> {
+  const q = dataOf(env, step.q);
+  const k = dataOf(env, step.k);
+  const v = dataOf(env, step.v);
+  const [B, H, N, D] = env.shape(step.q);
+  const [, HK, NB, DV] = env.shape(step.v);
+  const group = H / HK;
+  const sel = step.selection === undefined ? null : layoutOf(env, step.selection);
+  const out = new Float32Array(B * H * N * DV);
+  const lse = new Float32Array(B * H * N);
+  const o = new Float64Array(DV);
+  const logCount = (j: number): number =>
+    Math.log(Math.min(step.block, step.seqKV - j * step.block));
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const hk = Math.floor(h / group);
+      for (let i = 0; i < N; i++) {
+        let chosen: Set<number> | null = null;
+        if (sel) {
+          const qb = Math.floor(i / sel.blockQ);
+          chosen = new Set(rowBlocks(sel, layoutSlice(sel, b, h), qb));
+        }
+        let m = Number.NEGATIVE_INFINITY;
+        let l = 0;
+        o.fill(0);
+        const qRow = ((b * H + h) * N + i) * D;
+        for (let j = 0; j < NB; j++) {
+          if (step.causal && Math.min((j + 1) * step.block, step.seqKV) - 1 > i) continue;
+          if (chosen) {
+            const isIn = chosen.has(j);
+            if (step.selectionMode === 'exclude' ? isIn : !isIn) continue;
+          }
+          const kRow = ((b * HK + hk) * NB + j) * D;
+          let s = 0;
+          for (let d = 0; d < D; d++) s += (q[qRow + d] as number) * (k[kRow + d] as number);
+          s = s * step.scale + logCount(j);
+          const mNew = Math.max(m, s);
+          const corr = Math.exp(m - mNew);
+          const p = Math.exp(s - mNew);
+          l = l * corr + p;
+          const vRow = ((b * HK + hk) * NB + j) * DV;
+          for (let d = 0; d < DV; d++) o[d] = (o[d] as number) * corr + p * (v[vRow + d] as number);
+          m = mNew;
+        }
+        const r = (b * H + h) * N + i;
+        if (l === 0) {
+          lse[r] = Number.NEGATIVE_INFINITY;
+          continue;
+        }
+        for (let d = 0; d < DV; d++) out[r * DV + d] = (o[d] as number) / l;
+        lse[r] = m + Math.log(l);
+      }
+    }
+  }
+  const res: Record<string, CpuValue> = { [step.out]: tensor(env.shape(step.out), out) };
+  if (step.lse !== undefined) res[step.lse] = tensor(env.shape(step.lse), lse);
+  return res;
+}
+
+function merge(step: MergeStep, env: StepEnv<CpuValue>): Record<string, CpuValue> {
+  const shape = env.shape(step.out);
+  const [B, H, N, DV] = shape;
+  const outs = step.branches.map((br) => dataOf(env, br.out));
+  const lses = step.branches.map((br) => dataOf(env, br.lse));
+  const out = new Float32Array(B * H * N * DV);
+  const lse = new Float32Array(B * H * N);
+  for (let r = 0; r < B * H * N; r++) {
+    let m = Number.NEGATIVE_INFINITY;
+    for (const l of lses) m = Math.max(m, l[r] as number);
+    if (m === Number.NEGATIVE_INFINITY) {
+      lse[r] = m;
+      continue;
+    }
+    let sum = 0;
+    const w = lses.map((l) => Math.exp((l[r] as number) - m));
+    for (const x of w) sum += x;
+    for (let d = 0; d < DV; d++) {
+      let acc = 0;
+      outs.forEach((o, bi) => {
+        acc += (w[bi] as number) * (o[r * DV + d] as number);
+      });
+      out[r * DV + d] = acc / sum;
+    }
+    lse[r] = m + Math.log(sum);
+  }
+  const res: Record<string, CpuValue> = { [step.out]: tensor(shape, out) };
+  if (step.lse !== undefined) res[step.lse] = tensor(env.shape(step.lse), lse);
+  return res;
+}
+
+function gate(step: GateStep, env: StepEnv<CpuValue>): CpuValue {
+  const shape = env.shape(step.out);
+  const [B, H, N, DV] = shape;
+  const x = dataOf(env, step.x);
+  const D = (env.shape(step.x) as Shape)[3];
+  const w = dataOf(env, step.weight);
+  const bias = dataOf(env, step.bias);
+  const outs = step.branches.map((br) => dataOf(env, br));
+  const nb = outs.length;
+  const out = new Float32Array(B * H * N * DV);
+  const acc = new Float64Array(DV);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      for (let n = 0; n < N; n++) {
+        const r = (b * H + h) * N + n;
+        acc.fill(0);
+        for (let bi = 0; bi < nb; bi++) {
+          let s = bias[bi * H + h] as number;
+          for (let d = 0; d < D; d++)
+            s += (x[r * D + d] as number) * (w[(bi * H + h) * D + d] as number);
+          const g = 1 / (1 + Math.exp(-s));
+          const o = outs[bi] as Float32Array;
+          for (let d = 0; d < DV; d++) acc[d] = (acc[d] as number) + g * (o[r * DV + d] as number);
+        }
+        out.set(acc, r * DV);
+      }
+    }
+  }
+  return tensor(shape, out);
+}
