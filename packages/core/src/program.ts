@@ -106,8 +106,9 @@ export interface AttendStep {
 /**
  * Softmax attention to block summaries. `k`, `v`: summaries of blocks of `block` keys of a
  * sequence of `seqKV` keys (`[batch, headsKV, ceil(seqKV/block), cols]`). Summary j stands for
- * its n_j keys: its score is `scale·q·k_j + ln n_j`. Causal: query i sees summary j only when the
- * whole block is at or before i. With `selection` (blockKV = block), `'exclude'` skips the blocks
+ * its n_j keys: its score is `scale·q·k_j + ln n_j`. Causal: query i sees summary j only for
+ * blocks strictly before its own block (`j < ⌊i / block⌋`), so an exact branch over the query's
+ * own block and this one cover every key at or before i exactly once. With `selection` (blockKV = block), `'exclude'` skips the blocks
  * selected for the query's block and `'only'` keeps just those.
  */
 export interface CompressedStep {

@@ -260,7 +260,7 @@ function compressed(step: CompressedStep, env: StepEnv<CpuValue>): Record<string
         o.fill(0);
         const qRow = ((b * H + h) * N + i) * D;
         for (let j = 0; j < NB; j++) {
-          if (step.causal && Math.min((j + 1) * step.block, step.seqKV) - 1 > i) continue;
+          if (step.causal && j >= Math.floor(i / step.block)) continue;
           if (chosen) {
             const isIn = chosen.has(j);
             if (step.selectionMode === 'exclude' ? isIn : !isIn) continue;

@@ -331,7 +331,7 @@ describe('cpu programs', () => {
             if (chosen.has(j)) {
               for (let t = j * bk; t < Math.min(N, (j + 1) * bk); t++)
                 if (t <= i) keys.push({ k: row(k, hk, t), v: row(v, hk, t), bias: 0 });
-            } else if (Math.min(N, (j + 1) * bk) - 1 <= i) {
+            } else if (j < Math.floor(i / bk)) {
               const n = Math.min(bk, N - j * bk);
               keys.push({ k: row(kp, hk, j, 6), v: row(vp, hk, j, 6), bias: Math.log(n) });
               summarised++;
