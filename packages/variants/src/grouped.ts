@@ -1,0 +1,344 @@
+/**
+ * Multi-branch systems: several key/value sources (full, pooled, selected) attended separately
+ * and merged, exactly by log-sum-exp where the branches see disjoint keys, or by learned gates.
+ */
+import { defineProgram, type Expr, maskMod, SpecError } from '@tessera/core';
+import { blockDiagonal, chunkedCausal, slidingWindow } from '@tessera/patterns';
+import { exactSpec, pooledBranch } from './classic.js';
+import {
+  initGates,
+  initPoolWeights,
+  positive,
+  qkvShapes,
+  type ResolvedShape,
+  resolveShape,
+  type System,
+  type SystemShape,
+  specOf,
+} from './system.js';
+
+const ownBlock = (s: ResolvedShape, block: number) =>
+  s.causal ? chunkedCausal(block) : blockDiagonal(block);
+
+/** Candidates for selection: key blocks other than the query's own (earlier ones when causal). */
+function otherBlocks(s: ResolvedShape, block: number) {
+  return specOf(s, {
+    mask: maskMod(
+      ({ q, kv }) => (s.causal ? kv.lt(q.div(block).mul(block)) : kv.div(block).ne(q.div(block))),
+      { name: s.causal ? `earlier-blocks(${block})` : `other-blocks(${block})` },
+    ),
+  });
+}
+
+function topKOf(
+  where: string,
+  opts: { topK?: number; fraction?: number },
+  blocks: number,
+  floor: number,
+): number {
+  if (opts.topK !== undefined) return positive(where, 'topK', opts.topK);
+  const f = opts.fraction ?? 0.175;
+  if (typeof f !== 'number' || !(f > 0 && f <= 1))
+    throw new SpecError(`${where}: fraction must be in (0, 1] (got ${String(f)})`);
+  return Math.max(floor, Math.round(f * blocks));
+}
+
+/**
+ * Linearized Grouped Attention: tokens form groups of `group` consecutive tokens, each summarised
+ * by a learned-weighted pooling of its keys and values (`seq / group` summaries, 8–16× fewer than
+ * tokens for group 8–16). Attention is exact softmax inside each group and attention to the other
+ * groups' summaries (each counted as its group), merged exactly by log-sum-exp. Causal: earlier
+ * groups only.
+ */
+export function linearizedGrouped(
+  shape: SystemShape,
+  opts: { group: number; seed?: number },
+): System {
+  const where = 'linearizedGrouped';
+  const s = resolveShape(where, shape);
+  const g = positive(where, 'group', opts?.group, s.seq);
+  const visible = s.causal
+    ? (q: Expr, kv: Expr) => kv.lt(q.div(g))
+    : (q: Expr, kv: Expr) => kv.ne(q.div(g));
+  const program = defineProgram({
+    inputs: { ...qkvShapes(s), wk: [1, s.headsKV, 1, g], wv: [1, s.headsKV, 1, g] },
+    steps: [
+      {
+        op: 'attend',
+        out: 'a',
+        lse: 'la',
+        spec: specOf(s, { mask: ownBlock(s, g) }),
+        q: 'q',
+        k: 'k',
+        v: 'v',
+      },
+      { op: 'pool', out: 'kp', x: 'k', block: g, weights: 'wk' },
+      { op: 'pool', out: 'vp', x: 'v', block: g, weights: 'wv' },
+      pooledBranch(s, g, visible, s.causal ? `earlier-groups(${g})` : `other-groups(${g})`, {
+        out: 'c',
+        lse: 'lc',
+      }),
+      {
+        op: 'merge',
+        out: 'out',
+        branches: [
+          { out: 'a', lse: 'la' },
+          { out: 'c', lse: 'lc' },
+        ],
+      },
+    ],
+    outputs: ['out'],
+  });
+  const seed = opts.seed ?? 0;
+  return {
+    name: 'linearized-grouped',
+    shape: s,
+    program,
+    weights: {
+      wk: initPoolWeights(s.headsKV, g, seed),
+      wv: initPoolWeights(s.headsKV, g, seed + 1),
+    },
+    exact: exactSpec(s),
+  };
+}
+
+/**
+ * Compact Grouped Attention: each group of query heads (headsQ / headsKV of them) shares one
+ * compressed KV, a learned-weighted pooling of blocks of `block` keys, computed once by the
+ * system's `shared` program and reusable by later layers (cross-layer sharing). Each query block
+ * keeps only the `topK` most informative summaries (largest pooled-query · summary score) and
+ * attends exactly to its own block; the two are merged by log-sum-exp.
+ */
+export function compactGrouped(
+  shape: SystemShape,
+  opts: { block: number; topK?: number; fraction?: number; seed?: number },
+): System {
+  const where = 'compactGrouped';
+  const s = resolveShape(where, shape);
+  const block = positive(where, 'block', opts?.block, s.seq);
+  const nb = Math.ceil(s.seq / block);
+  const topK = topKOf(where, opts, nb, 1);
+  const cand = otherBlocks(s, block);
+  const summaries: [number, number, number, number] = [s.batch, s.headsKV, nb, s.headDim];
+  const shared = defineProgram({
+    inputs: {
+      k: qkvShapes(s).k,
+      v: qkvShapes(s).v,
+      wk: [1, s.headsKV, 1, block],
+      wv: [1, s.headsKV, 1, block],
+    },
+    steps: [
+      { op: 'pool', out: 'kp', x: 'k', block, weights: 'wk' },
+      { op: 'pool', out: 'vp', x: 'v', block, weights: 'wv' },
+    ],
+    outputs: ['kp', 'vp'],
+  });
+  const program = defineProgram({
+    inputs: { ...qkvShapes(s), kp: summaries, vp: summaries },
+    steps: [
+      {
+        op: 'attend',
+        out: 'a',
+        lse: 'la',
+        spec: specOf(s, { mask: ownBlock(s, block) }),
+        q: 'q',
+        k: 'k',
+        v: 'v',
+      },
+      { op: 'pool', out: 'qp', x: 'q', block },
+      {
+        op: 'select',
+        out: 'sel',
+        q: 'qp',
+        k: 'kp',
+        spec: cand,
+        blockQ: block,
+        blockKV: block,
+        topK,
+        local: 0,
+      },
+      {
+        op: 'compressed',
+        out: 'c',
+        lse: 'lc',
+        q: 'q',
+        k: 'kp',
+        v: 'vp',
+        block,
+        seqKV: s.seq,
+        causal: s.causal,
+        scale: 1 / Math.sqrt(s.headDim),
+        selection: 'sel',
+        selectionMode: 'only',
+      },
+      {
+        op: 'merge',
+        out: 'out',
+        branches: [
+          { out: 'a', lse: 'la' },
+          { out: 'c', lse: 'lc' },
+        ],
+      },
+    ],
+    outputs: ['out'],
+  });
+  const seed = opts.seed ?? 0;
+  return {
+    name: 'compact-grouped',
+    shape: s,
+    program,
+    shared,
+    weights: {
+      wk: initPoolWeights(s.headsKV, block, seed),
+      wv: initPoolWeights(s.headsKV, block, seed + 1),
+    },
+    exact: exactSpec(s),
+  };
+}
+
+/**
+ * Sparse Projected Attention: block summaries (the sequence projected to seq / block rows)
+ * predict, per query block, the `topK` key blocks (default ≈17.5% of them) that get exact
+ * attention, the query's own block always among them; every other block is approximated by its
+ * mean-pooled summary (a rank-one stand-in for the block). The two are merged by log-sum-exp, so
+ * selected keys are exact and each other key is counted once, through its summary.
+ */
+export function sparseProjected(
+  shape: SystemShape,
+  opts: { block: number; topK?: number; fraction?: number },
+): System {
+  const where = 'sparseProjected';
+  const s = resolveShape(where, shape);
+  const block = positive(where, 'block', opts?.block, s.seq);
+  const nb = Math.ceil(s.seq / block);
+  const topK = topKOf(where, opts, nb, 2);
+  const spec = exactSpec(s);
+  const program = defineProgram({
+    inputs: qkvShapes(s),
+    steps: [
+      { op: 'pool', out: 'qp', x: 'q', block },
+      { op: 'pool', out: 'kp', x: 'k', block },
+      { op: 'pool', out: 'vp', x: 'v', block },
+      {
+        op: 'select',
+        out: 'sel',
+        q: 'qp',
+        k: 'kp',
+        spec,
+        blockQ: block,
+        blockKV: block,
+        topK,
+        local: 1,
+      },
+      { op: 'attend', out: 'a', lse: 'la', spec, q: 'q', k: 'k', v: 'v', selection: 'sel' },
+      {
+        op: 'compressed',
+        out: 'c',
+        lse: 'lc',
+        q: 'q',
+        k: 'kp',
+        v: 'vp',
+        block,
+        seqKV: s.seq,
+        causal: s.causal,
+        scale: spec.scale,
+        selection: 'sel',
+        selectionMode: 'exclude',
+      },
+      {
+        op: 'merge',
+        out: 'out',
+        branches: [
+          { out: 'a', lse: 'la' },
+          { out: 'c', lse: 'lc' },
+        ],
+      },
+    ],
+    outputs: ['out'],
+  });
+  return { name: 'sparse-projected', shape: s, program, weights: {}, exact: spec };
+}
+
+/**
+ * Native-sparse style attention: three branches over the same queries — compressed (learned-
+ * weighted summaries of blocks of `block` keys, earlier blocks when causal), selected (exact
+ * attention to the `topK` blocks the summaries score highest, the query's own block forced) and a
+ * sliding window of `window` keys — combined by per-token, per-head sigmoid gates computed from
+ * the query (`gw`: `[1, 3, headsQ, headDim]`, `gb`: `[1, 1, 3, headsQ]`).
+ */
+export function nativeSparse(
+  shape: SystemShape,
+  opts: { block: number; topK: number; window: number; seed?: number },
+): System {
+  const where = 'nativeSparse';
+  const s = resolveShape(where, shape);
+  const block = positive(where, 'block', opts?.block, s.seq);
+  const topK = positive(where, 'topK', opts.topK);
+  const window = positive(where, 'window', opts.window, s.seq);
+  if (topK < 2)
+    throw new SpecError(
+      `${where}: topK must be at least 2 (the own block is forced) (got ${topK})`,
+    );
+  const spec = exactSpec(s);
+  const program = defineProgram({
+    inputs: {
+      ...qkvShapes(s),
+      wk: [1, s.headsKV, 1, block],
+      wv: [1, s.headsKV, 1, block],
+      gw: [1, 3, s.headsQ, s.headDim],
+      gb: [1, 1, 3, s.headsQ],
+    },
+    steps: [
+      { op: 'pool', out: 'kp', x: 'k', block, weights: 'wk' },
+      { op: 'pool', out: 'vp', x: 'v', block, weights: 'wv' },
+      {
+        op: 'compressed',
+        out: 'c',
+        q: 'q',
+        k: 'kp',
+        v: 'vp',
+        block,
+        seqKV: s.seq,
+        causal: s.causal,
+        scale: spec.scale,
+      },
+      { op: 'pool', out: 'qp', x: 'q', block },
+      {
+        op: 'select',
+        out: 'sel',
+        q: 'qp',
+        k: 'kp',
+        spec,
+        blockQ: block,
+        blockKV: block,
+        topK,
+        local: 1,
+      },
+      { op: 'attend', out: 'sl', spec, q: 'q', k: 'k', v: 'v', selection: 'sel' },
+      {
+        op: 'attend',
+        out: 'w',
+        spec: specOf(s, { mask: slidingWindow(window, { causal: s.causal }) }),
+        q: 'q',
+        k: 'k',
+        v: 'v',
+      },
+      { op: 'gate', out: 'out', x: 'q', weight: 'gw', bias: 'gb', branches: ['c', 'sl', 'w'] },
+    ],
+    outputs: ['out'],
+  });
+  const seed = opts.seed ?? 0;
+  const gates = initGates(3, s.headsQ, s.headDim, seed + 2);
+  return {
+    name: 'native-sparse',
+    shape: s,
+    program,
+    weights: {
+      wk: initPoolWeights(s.headsKV, block, seed),
+      wv: initPoolWeights(s.headsKV, block, seed + 1),
+      gw: gates.weight,
+      gb: gates.bias,
+    },
+    exact: spec,
+  };
+}

@@ -1,0 +1,31 @@
+export { standardBlock, standardSystems } from './catalogue.js';
+export {
+  attentionPooling,
+  bigBird,
+  countBias,
+  exact,
+  exactSpec,
+  groupedQuery,
+  linformer,
+  longformer,
+  performer,
+  pooledBranch,
+  sparseTransformer,
+  synthesizer,
+} from './classic.js';
+export { compactGrouped, linearizedGrouped, nativeSparse, sparseProjected } from './grouped.js';
+export { adaptInputs, type ErrorStats, errorStats } from './measure.js';
+export {
+  compress,
+  initDense,
+  initGates,
+  initPoolWeights,
+  initProjection,
+  type ResolvedShape,
+  resolveShape,
+  runSystem,
+  type System,
+  type SystemRun,
+  type SystemShape,
+  seededUniform,
+} from './system.js';

@@ -1,0 +1,251 @@
+import {
+  type AttentionSpec,
+  type DeviceValue,
+  defineAttention,
+  hashUnit,
+  InputError,
+  type KernelConfig,
+  type Mask,
+  type Program,
+  type ProgramBackend,
+  type ProgramInput,
+  runProgram,
+  type ScoreMod,
+  type Shape,
+  SpecError,
+} from '@tessera/core';
+
+/** The attention shape every system builder takes. */
+export interface SystemShape {
+  readonly batch?: number;
+  readonly headsQ: number;
+  /** Default headsQ (MHA); fewer for GQA, 1 for MQA. */
+  readonly headsKV?: number;
+  readonly seq: number;
+  readonly headDim: number;
+  /** Default true: token i sees keys 0..i. */
+  readonly causal?: boolean;
+}
+
+export interface ResolvedShape {
+  readonly batch: number;
+  readonly headsQ: number;
+  readonly headsKV: number;
+  readonly seq: number;
+  readonly headDim: number;
+  readonly causal: boolean;
+}
+
+/**
+ * A named attention system: a program over inputs `q`, `k`, `v` (bhsd, f32) plus learned weights.
+ * `shared`, when present, is a compression computed once from a layer's k and v and reused by
+ * `program` in every layer that shares it (its outputs are inputs of `program`).
+ */
+export interface System {
+  readonly name: string;
+  readonly shape: ResolvedShape;
+  readonly program: Program;
+  readonly shared?: Program;
+  /** Learned parameters by input name, with the shapes the program declares. */
+  readonly weights: Readonly<Record<string, Float32Array>>;
+  /** Exact attention of the same shape and causality: what the system approximates. */
+  readonly exact: AttentionSpec;
+}
+
+export function resolveShape(where: string, s: SystemShape): ResolvedShape {
+  if (typeof s !== 'object' || s === null)
+    throw new SpecError(
+      `${where}: shape must be { headsQ, seq, headDim, headsKV?, batch?, causal? }`,
+    );
+  const int = (field: string, v: unknown): number => {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
+      throw new SpecError(`${where}: ${field} must be a positive integer (got ${String(v)})`);
+    return v;
+  };
+  const headsQ = int('headsQ', s.headsQ);
+  const headsKV = int('headsKV', s.headsKV ?? headsQ);
+  if (headsQ % headsKV !== 0)
+    throw new SpecError(`${where}: headsQ (${headsQ}) must be a multiple of headsKV (${headsKV})`);
+  if (s.causal !== undefined && typeof s.causal !== 'boolean')
+    throw new SpecError(`${where}: causal must be a boolean`);
+  return {
+    batch: int('batch', s.batch ?? 1),
+    headsQ,
+    headsKV,
+    seq: int('seq', s.seq),
+    headDim: int('headDim', s.headDim),
+    causal: s.causal ?? true,
+  };
+}
+
+export function positive(where: string, field: string, v: unknown, max?: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0 || (max !== undefined && v > max))
+    throw new SpecError(
+      `${where}: ${field} must be a positive integer${max === undefined ? '' : ` ≤ ${max}`} (got ${String(v)})`,
+    );
+  return v;
+}
+
+/** The spec of a shape with an optional mask, score mod, kernel and other sizes. */
+export function specOf(
+  s: ResolvedShape,
+  extra: {
+    mask?: Mask;
+    scoreMod?: ScoreMod;
+    kernel?: KernelConfig;
+    seqKV?: number;
+    headDim?: number;
+    headDimV?: number;
+    headsKV?: number;
+    scale?: number;
+  } = {},
+): AttentionSpec {
+  return defineAttention({
+    batch: s.batch,
+    headsQ: s.headsQ,
+    headsKV: extra.headsKV ?? s.headsKV,
+    seqQ: s.seq,
+    seqKV: extra.seqKV ?? s.seq,
+    headDim: extra.headDim ?? s.headDim,
+    headDimV: extra.headDimV ?? s.headDim,
+    ...(extra.scale === undefined ? {} : { scale: extra.scale }),
+    ...(extra.mask ? { mask: extra.mask } : {}),
+    ...(extra.scoreMod ? { scoreMod: extra.scoreMod } : {}),
+    ...(extra.kernel ? { kernel: extra.kernel } : {}),
+  });
+}
+
+/** Input shapes of q, k, v for a shape. */
+export function qkvShapes(s: ResolvedShape): Record<'q' | 'k' | 'v', Shape> {
+  return {
+    q: [s.batch, s.headsQ, s.seq, s.headDim],
+    k: [s.batch, s.headsKV, s.seq, s.headDim],
+    v: [s.batch, s.headsKV, s.seq, s.headDim],
+  };
+}
+
+/** Seeded values, uniform in [-amp, amp): a pure function of (seed, stream, index). */
+export function seededUniform(n: number, seed: number, stream: number, amp = 1): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = amp * (2 * hashUnit([seed, stream, i]) - 1);
+  return out;
+}
+
+/**
+ * Pooling logits `[1, heads, 1, block]` for learned-weighted pooling: small seeded values, so the
+ * pooling starts near the mean and the weights have something to learn from.
+ */
+export function initPoolWeights(heads: number, block: number, seed = 0): Float32Array {
+  return seededUniform(heads * block, seed, 101, 0.5);
+}
+
+/**
+ * Linformer's E or F, `[1, 1, r, seq]`: row i averages segment i of the sequence (seq / r keys)
+ * plus seeded noise of relative size `noise`, the usual starting point before training.
+ */
+export function initProjection(r: number, seq: number, seed = 0, noise = 0.1): Float32Array {
+  const m = seededUniform(r * seq, seed, 102, noise / seq);
+  for (let i = 0; i < r; i++) {
+    const lo = Math.floor((i * seq) / r);
+    const hi = Math.floor(((i + 1) * seq) / r);
+    for (let n = lo; n < hi; n++) m[i * seq + n] = (m[i * seq + n] as number) + 1 / (hi - lo);
+  }
+  return m;
+}
+
+/**
+ * Gate parameters for `branches` branches: weights `[1, branches, heads, cols]` (seeded, small)
+ * and biases `[1, 1, branches, heads]` set so that every gate starts at 1 / branches.
+ */
+export function initGates(
+  branches: number,
+  heads: number,
+  cols: number,
+  seed = 0,
+): { weight: Float32Array; bias: Float32Array } {
+  const weight = seededUniform(branches * heads * cols, seed, 103, 0.02);
+  const p = 1 / branches;
+  const bias = new Float32Array(branches * heads).fill(Math.log(p / (1 - p)));
+  if (branches === 1) bias.fill(0);
+  return { weight, bias };
+}
+
+/** Token-wise projection weights `[1, heads, cols, out]` with Xavier-uniform scale, and zero bias. */
+export function initDense(
+  heads: number,
+  cols: number,
+  out: number,
+  seed = 0,
+): { weight: Float32Array; bias: Float32Array } {
+  const amp = Math.sqrt(6 / (cols + out));
+  return {
+    weight: seededUniform(heads * cols * out, seed, 104, amp),
+    bias: new Float32Array(heads * out),
+  };
+}
+
+export interface SystemRun {
+  readonly out: Float32Array;
+  /** Most bytes the program's values held at once (inputs, weights, intermediates, outputs). */
+  readonly peakBytes: number;
+}
+
+/**
+ * Runs a system on one layer's q, k, v. A system with a shared compression computes it first;
+ * pass `shared` (from `compress`) to reuse one computed for another layer.
+ */
+export async function runSystem(
+  backend: ProgramBackend,
+  system: System,
+  qkv: { q: Float32Array; k: Float32Array; v: Float32Array },
+  shared?: Readonly<Record<string, DeviceValue>>,
+): Promise<SystemRun> {
+  let own: Readonly<Record<string, DeviceValue>> | undefined;
+  let peakShared = 0;
+  if (system.shared && !shared) {
+    const r = await compress(backend, system, qkv);
+    own = r.values;
+    peakShared = r.peakBytes;
+  }
+  try {
+    const given: Record<string, ProgramInput> = {
+      ...system.weights,
+      ...(shared ?? own ?? {}),
+      ...qkv,
+    };
+    const inputs: Record<string, ProgramInput> = {};
+    for (const name of Object.keys(system.program.inputs)) {
+      const x = given[name];
+      if (x === undefined)
+        throw new InputError(`system '${system.name}': no value for input '${name}'`);
+      inputs[name] = x;
+    }
+    const res = await runProgram(backend, system.program, inputs);
+    const out = res.outputs.out;
+    if (!out) throw new InputError(`system '${system.name}' has no output 'out'`);
+    return { out, peakBytes: Math.max(peakShared, res.peakBytes) };
+  } finally {
+    if (own) for (const v of Object.values(own)) v.release();
+  }
+}
+
+/** Runs a system's shared compression on k, v and keeps the result on the device. */
+export async function compress(
+  backend: ProgramBackend,
+  system: System,
+  kv: { k: Float32Array; v: Float32Array },
+): Promise<{ values: Readonly<Record<string, DeviceValue>>; peakBytes: number }> {
+  const p = system.shared;
+  if (!p) throw new SpecError(`system '${system.name}' has no shared compression`);
+  const inputs: Record<string, ProgramInput> = {};
+  for (const name of Object.keys(p.inputs)) {
+    if (name === 'k' || name === 'v') inputs[name] = kv[name];
+    else {
+      const w = system.weights[name];
+      if (!w) throw new SpecError(`system '${system.name}': missing weight '${name}'`);
+      inputs[name] = w;
+    }
+  }
+  const res = await runProgram(backend, p, inputs, { keep: p.outputs });
+  return { values: res.kept, peakBytes: res.peakBytes };
+}
