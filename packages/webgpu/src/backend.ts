@@ -22,6 +22,7 @@ import { DeviceLostError, ShaderCompileError } from './errors.js';
 import { type AcquireOptions, acquireGpu, type GpuContext, MAP_READ_MODE, Usage } from './gpu.js';
 import { planLinear } from './linear-plan.js';
 import { BufferPool } from './pool.js';
+import { createProgramOps, type WebGpuProgramOps } from './program/ops.js';
 import { chooseFlashTile, type TileRequest, tileKey } from './tiles.js';
 import { timeRuns } from './timing.js';
 import { emitFlash, type FlashTile } from './wgsl/flash.js';
@@ -101,6 +102,8 @@ export interface WebGpuBackend extends AttentionBackend {
   /** The WGSL a run with these options would compile. */
   emit(spec: AttentionSpec, options?: WebGpuRunOptions): string;
   emitSource(spec: AttentionSpec, options?: WebGpuRunOptions): string;
+  /** Program steps on device-resident f32 buffers (`runProgram` from @tessera/core). */
+  readonly program: WebGpuProgramOps;
 }
 
 export interface WebGpuBackendOptions extends AcquireOptions {}
@@ -193,6 +196,7 @@ class Backend implements WebGpuBackend {
   private lost: GPUDeviceLostInfo | null = null;
   private disposed = false;
   private readonly planCtx: PlanContext;
+  readonly program: WebGpuProgramOps;
 
   constructor(
     private readonly ctx: GpuContext,
@@ -220,6 +224,11 @@ class Backend implements WebGpuBackend {
       upload: (data, label, extra) => this.uploadData(data, label, extra),
       tensorsBuffer: (spec) => this.tensorsBuffer(spec),
     };
+    this.program = createProgramOps({
+      plan: this.planCtx,
+      alive: () => this.alive(),
+      runResident: (spec, inputs) => this.runResident(spec, inputs),
+    });
   }
 
   private alive(): void {
@@ -748,6 +757,7 @@ class Backend implements WebGpuBackend {
     if (this.disposed) return;
     this.disposed = true;
     this.pool.clear();
+    this.program.dispose();
     for (const b of this.owned) b.destroy();
     this.owned.clear();
     this.pipelines.clear();

@@ -1,0 +1,29 @@
+/// <reference types="@webgpu/types" />
+/** What the WebGPU program ops hold: f32 tensors and block selections, both GPU buffers. */
+import type { SelectStep, Shape } from '@tessera/core';
+
+export interface GpuTensor {
+  readonly kind: 'tensor';
+  readonly shape: Shape;
+  /** f32 elements in [batch, heads, rows, cols] order (the buffer may be padded). */
+  readonly buffer: GPUBuffer;
+}
+
+/**
+ * A selection: a block layout in the fused kernel's CSR form, `rows + 1` row starts (written by
+ * the host: they do not depend on the data) then `kvBlock | full << 31` entries (written by the
+ * select kernel, always partial). One row per (batch, query head, query block).
+ */
+export interface GpuSelection {
+  readonly kind: 'selection';
+  readonly step: SelectStep;
+  readonly buffer: GPUBuffer;
+  readonly rows: number;
+  readonly numQBlocks: number;
+  /** Total entries (the last row start). */
+  readonly entries: number;
+}
+
+export type GpuValue = GpuTensor | GpuSelection;
+
+export const elementsOf = (s: Shape): number => s[0] * s[1] * s[2] * s[3];

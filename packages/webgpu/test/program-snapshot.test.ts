@@ -1,0 +1,68 @@
+// The generated WGSL of the program kernels, pinned: a change to an emitter shows up as a diff.
+// The emitters need no device; the same inputs must give the same text.
+import { describe, expect, it } from 'vitest';
+import { emitCompressed } from '../src/program/compressed-kernel.js';
+import { emitDense, emitGate, emitMerge, emitPool, emitProject } from '../src/program/kernels.js';
+import { emitSelect } from '../src/program/select-kernel.js';
+
+const x = { batch: 2, heads: 4, rows: 45, cols: 8 };
+const compressed = {
+  batch: 2,
+  heads: 4,
+  headsKV: 2,
+  rows: 45,
+  headDim: 8,
+  cols: 8,
+  block: 8,
+  seqKV: 45,
+  scale: 0.35355339059327373,
+};
+
+const sources: Record<string, () => string> = {
+  'pool-mean': () => emitPool(x, 8, false),
+  'pool-weighted': () => emitPool(x, 8, true),
+  project: () => emitProject(x, 7),
+  'dense-bias-relu': () => emitDense(x, 5, true, true),
+  gate: () => emitGate(x, 6, 3),
+  merge: () => emitMerge(2 * 4 * 45, 8, 2),
+  select: () =>
+    emitSelect({
+      batch: 2,
+      headsQ: 4,
+      headsKV: 2,
+      headDim: 8,
+      blockQ: 16,
+      blockKV: 8,
+      numQBlocks: 3,
+      numKVBlocks: 6,
+      local: 1,
+      candidateBatches: 1,
+      candidateHeads: 1,
+      candidateEntries: 4,
+      selectionEntries: 25,
+      maxCandidates: 6,
+    }),
+  'compressed-causal': () => emitCompressed({ ...compressed, causal: true }),
+  'compressed-selection-exclude': () =>
+    emitCompressed({
+      ...compressed,
+      causal: true,
+      selection: { mode: 'exclude', blockQ: 16, numQBlocks: 3, entries: 25 },
+    }),
+  'compressed-selection-only': () =>
+    emitCompressed({
+      ...compressed,
+      causal: false,
+      selection: { mode: 'only', blockQ: 16, numQBlocks: 3, entries: 25 },
+    }),
+};
+
+describe('generated program WGSL snapshots', () => {
+  for (const [name, emit] of Object.entries(sources)) {
+    it(name, async () => {
+      const code = emit();
+      expect(emit()).toBe(code); // deterministic
+      await expect(code).toMatchFileSnapshot(`__snapshots__/program-${name}.wgsl`);
+    });
+  }
+});

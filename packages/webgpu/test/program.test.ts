@@ -1,0 +1,567 @@
+// Program ops on WebGPU against the CPU backend's reference program ops (f64 sums), on seeded
+// random inputs: every op alone, selections block for block, and a whole program.
+
+import {
+  type AttentionSpec,
+  defineAttention,
+  defineProgram,
+  type Program,
+  type ProgramBackend,
+  type ProgramConfig,
+  type ProgramOps,
+  runProgram,
+  type Shape,
+  type StepEnv,
+  UnsupportedError,
+} from '@tessera/core';
+import { createCpuBackend } from '@tessera/cpu';
+import { causal, slidingWindow } from '@tessera/patterns';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createWebGpuBackend, type GpuValue, type WebGpuBackend } from '../src/index.js';
+import { randomArray } from './reference.js';
+
+// Software Vulkan compiles each new pipeline on first use; under a loaded 2-core CI that can take long.
+vi.setConfig({ testTimeout: 120_000, hookTimeout: 120_000 });
+
+let gpu: WebGpuBackend;
+let cpu: ProgramBackend & { dispose(): Promise<void> };
+beforeAll(async () => {
+  gpu = await createWebGpuBackend();
+  cpu = await createCpuBackend();
+});
+afterAll(async () => {
+  await gpu?.dispose();
+  await cpu?.dispose();
+});
+
+const B = 2;
+const H = 4;
+const HK = 2;
+const N = 45; // ragged against every block size below
+const D = 8;
+const shapes = {
+  q: [B, H, N, D],
+  k: [B, HK, N, D],
+  v: [B, HK, N, D],
+} as const satisfies Record<string, Shape>;
+
+const causalSpec = defineAttention({
+  batch: B,
+  headsQ: H,
+  headsKV: HK,
+  seqQ: N,
+  headDim: D,
+  mask: causal(),
+});
+const fullSpec = defineAttention({ batch: B, headsQ: H, headsKV: HK, seqQ: N, headDim: D });
+
+let seed = 100;
+const rand = (shape: readonly number[], amp = 1): Float32Array => {
+  const x = randomArray(
+    shape.reduce((a, b) => a * b, 1),
+    seed++,
+  );
+  if (amp !== 1) for (let i = 0; i < x.length; i++) x[i] = (x[i] as number) * amp;
+  return x;
+};
+
+/** Worst |got − want| / (1 + |want|); equal infinities count as equal, unequal as Infinity. */
+function worstError(got: Float32Array, want: Float32Array): number {
+  expect(got.length).toBe(want.length);
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) {
+    const a = got[i] as number;
+    const b = want[i] as number;
+    if (a === b) continue;
+    if (!Number.isFinite(a) || !Number.isFinite(b)) return Number.POSITIVE_INFINITY;
+    worst = Math.max(worst, Math.abs(a - b) / (1 + Math.abs(b)));
+  }
+  return worst;
+}
+
+const TOL = 2e-4;
+
+/** Runs `config` on both backends and checks every output against the CPU's. */
+async function agree(
+  config: ProgramConfig,
+  inputs: Record<string, Float32Array>,
+): Promise<Record<string, Float32Array>> {
+  const program = defineProgram(config);
+  const want = await runProgram(cpu, program, inputs);
+  const got = await runProgram(gpu, program, inputs);
+  for (const name of program.outputs) {
+    const w = want.outputs[name] as Float32Array;
+    const g = got.outputs[name] as Float32Array;
+    expect(worstError(g, w), `output '${name}'`).toBeLessThan(TOL);
+  }
+  return got.outputs as Record<string, Float32Array>;
+}
+
+describe('program ops, each against the CPU reference', () => {
+  it('pool: mean and softmax-weighted, ragged last block, GQA k', async () => {
+    await agree(
+      {
+        inputs: { q: shapes.q, k: shapes.k, w: [1, HK, 1, 8] },
+        steps: [
+          { op: 'pool', out: 'qm', x: 'q', block: 16 },
+          { op: 'pool', out: 'km', x: 'k', block: 8 },
+          { op: 'pool', out: 'kw', x: 'k', block: 8, weights: 'w' },
+        ],
+        outputs: ['qm', 'km', 'kw'],
+      },
+      { q: rand(shapes.q), k: rand(shapes.k), w: rand([HK, 8], 3) },
+    );
+  });
+
+  it('project: low-rank sequence projection', async () => {
+    await agree(
+      {
+        inputs: { k: shapes.k, e: [1, 1, 7, N] },
+        steps: [{ op: 'project', out: 'kp', x: 'k', matrix: 'e' }],
+        outputs: ['kp'],
+      },
+      { k: rand(shapes.k), e: rand([7, N], 0.3) },
+    );
+  });
+
+  it('dense: per-head weights, with bias and relu, and without either', async () => {
+    await agree(
+      {
+        inputs: { x: shapes.q, w: [1, H, D, 5], b: [1, H, 1, 5] },
+        steps: [
+          { op: 'dense', out: 'relu', x: 'x', weight: 'w', bias: 'b', activation: 'relu' },
+          { op: 'dense', out: 'plain', x: 'x', weight: 'w' },
+        ],
+        outputs: ['relu', 'plain'],
+      },
+      { x: rand(shapes.q), w: rand([H, D, 5]), b: rand([H, 5]) },
+    );
+  });
+
+  it('gate: sigmoid gates from x over three branches', async () => {
+    const out = [B, H, N, 6] as const;
+    await agree(
+      {
+        inputs: { x: shapes.q, w: [1, 3, H, D], b: [1, 1, 3, H], o0: out, o1: out, o2: out },
+        steps: [
+          { op: 'gate', out: 'g', x: 'x', weight: 'w', bias: 'b', branches: ['o0', 'o1', 'o2'] },
+        ],
+        outputs: ['g'],
+      },
+      {
+        x: rand(shapes.q),
+        w: rand([3, H, D], 2),
+        b: rand([3, H], 4),
+        o0: rand(out),
+        o1: rand(out),
+        o2: rand(out),
+      },
+    );
+  });
+
+  it('merge: exact log-sum-exp, rows empty in one branch and in every branch', async () => {
+    // Causal compressed attention: queries of the first block see no summary (lse -inf); with
+    // block 8 against 16 one branch is empty where the other is not.
+    const got = await agree(
+      {
+        inputs: {
+          q: shapes.q,
+          k: [B, HK, 6, D],
+          v: [B, HK, 6, D],
+          k2: [B, HK, 3, D],
+          v2: [B, HK, 3, D],
+        },
+        steps: [
+          {
+            op: 'compressed',
+            out: 'a',
+            lse: 'la',
+            q: 'q',
+            k: 'k',
+            v: 'v',
+            block: 8,
+            seqKV: N,
+            causal: true,
+            scale: 0.35,
+          },
+          {
+            op: 'compressed',
+            out: 'c',
+            lse: 'lc',
+            q: 'q',
+            k: 'k2',
+            v: 'v2',
+            block: 16,
+            seqKV: N,
+            causal: true,
+            scale: 0.35,
+          },
+          {
+            op: 'merge',
+            out: 'm',
+            lse: 'lm',
+            branches: [
+              { out: 'a', lse: 'la' },
+              { out: 'c', lse: 'lc' },
+            ],
+          },
+        ],
+        outputs: ['m', 'lm', 'lc'],
+      },
+      {
+        q: rand(shapes.q),
+        k: rand([B, HK, 6, D]),
+        v: rand([B, HK, 6, D]),
+        k2: rand([B, HK, 3, D]),
+        v2: rand([B, HK, 3, D]),
+      },
+    );
+    const lm = got.lm as Float32Array;
+    const lc = got.lc as Float32Array;
+    expect(lm[0]).toBe(Number.NEGATIVE_INFINITY); // query 0: empty in both branches
+    expect(lc[10]).toBe(Number.NEGATIVE_INFINITY); // query 10: empty in branch c only
+    expect(Number.isFinite(lm[10] as number)).toBe(true);
+    expect((got.m as Float32Array).subarray(0, D).every((x) => x === 0)).toBe(true);
+  });
+
+  const attendCases: [string, AttentionSpec][] = [
+    ['causal', causalSpec],
+    ['non-causal', fullSpec],
+    [
+      'linear kernel (elu+1), causal',
+      defineAttention({
+        batch: B,
+        headsQ: H,
+        headsKV: HK,
+        seqQ: N,
+        headDim: D,
+        kernel: { type: 'linear', featureMap: 'elu+1' },
+        mask: causal(),
+      }),
+    ],
+  ];
+  for (const [name, spec] of attendCases) {
+    it(`attend without a selection: ${name}, GQA, ragged`, async () => {
+      await agree(
+        {
+          inputs: shapes,
+          steps: [{ op: 'attend', out: 'o', lse: 'l', spec, q: 'q', k: 'k', v: 'v' }],
+          outputs: ['o', 'l'],
+        },
+        { q: rand(shapes.q), k: rand(shapes.k), v: rand(shapes.v) },
+      );
+    });
+  }
+
+  for (const isCausal of [true, false]) {
+    it(`compressed without a selection, ${isCausal ? 'causal' : 'non-causal'}`, async () => {
+      await agree(
+        {
+          inputs: { q: shapes.q, k: shapes.k, v: shapes.v },
+          steps: [
+            { op: 'pool', out: 'kp', x: 'k', block: 8 },
+            { op: 'pool', out: 'vp', x: 'v', block: 8 },
+            {
+              op: 'compressed',
+              out: 'o',
+              lse: 'l',
+              q: 'q',
+              k: 'kp',
+              v: 'vp',
+              block: 8,
+              seqKV: N,
+              causal: isCausal,
+              scale: 0.5,
+            },
+          ],
+          outputs: ['o', 'l'],
+        },
+        { q: rand(shapes.q, 2), k: rand(shapes.k, 2), v: rand(shapes.v) },
+      );
+    });
+  }
+});
+
+/** Steps that pool q and k into block summaries and select blocks of `spec` from them. */
+function selectSteps(
+  spec: AttentionSpec,
+  blockQ: number,
+  blockKV: number,
+  topK: number,
+  local: number,
+) {
+  return [
+    { op: 'pool', out: 'qp', x: 'q', block: blockQ },
+    { op: 'pool', out: 'kp', x: 'k', block: blockKV },
+    { op: 'select', out: 'sel', q: 'qp', k: 'kp', spec, blockQ, blockKV, topK, local },
+  ] as const;
+}
+
+/** Runs a program's steps one by one on `ops`, keeping every value (to inspect selections). */
+async function runSteps<T>(
+  ops: ProgramOps<T>,
+  program: Program,
+  inputs: Record<string, Float32Array>,
+): Promise<Map<string, T>> {
+  const values = new Map<string, T>();
+  for (const [name, shape] of Object.entries(program.inputs))
+    values.set(name, await ops.upload(inputs[name] as Float32Array, shape));
+  const env: StepEnv<T> = {
+    get: (name) => values.get(name) as T,
+    shape: (name) => program.shapes[name] as Shape,
+  };
+  for (const step of program.steps) {
+    for (const [name, v] of Object.entries(await ops.step(step, env))) values.set(name, v);
+  }
+  return values;
+}
+
+describe('select', () => {
+  const window = defineAttention({
+    batch: B,
+    headsQ: H,
+    headsKV: HK,
+    seqQ: N,
+    headDim: D,
+    mask: slidingWindow(20, { causal: true }),
+  });
+  const cases: [string, AttentionSpec, number, number, number, number][] = [
+    ['causal, blockQ 16 / blockKV 8, top 4 with 1 local', causalSpec, 16, 8, 4, 1],
+    ['non-causal, 8 / 8, top 3, no local', fullSpec, 8, 8, 3, 0],
+    ['sliding window, 8 / 4, top 5 with 2 local', window, 8, 4, 5, 2],
+    ['causal, 4 / 16, top 2 with 1 local', causalSpec, 4, 16, 2, 1],
+  ];
+  for (const [name, spec, bq, bk, topK, local] of cases) {
+    it(`GPU-chosen blocks equal the CPU's: ${name}`, async () => {
+      const program = defineProgram({
+        inputs: shapes,
+        steps: [
+          ...selectSteps(spec, bq, bk, topK, local),
+          { op: 'attend', out: 'o', spec, q: 'q', k: 'k', v: 'v', selection: 'sel' },
+        ],
+        outputs: ['o'],
+      });
+      const prefix = { ...program, steps: program.steps.slice(0, 3) };
+      const inputs = { q: rand(shapes.q), k: rand(shapes.k), v: rand(shapes.v) };
+      const g = await runSteps(gpu.program, prefix, inputs);
+      const c = await runSteps(cpu.program as ProgramOps<unknown>, prefix, inputs);
+      const got = await gpu.program.readSelection(g.get('sel') as GpuValue);
+      const want = (c.get('sel') as { layout: { rowStart: Int32Array; kvBlocks: Int32Array } })
+        .layout;
+      expect(Array.from(got.rowStart)).toEqual(Array.from(want.rowStart));
+      expect(Array.from(got.kvBlocks)).toEqual(Array.from(want.kvBlocks));
+      expect(got.full.every((f) => f === 0)).toBe(true); // every selected block is partial
+      expect(got.kvBlocks.length).toBeGreaterThan(0);
+      for (const v of g.values()) gpu.program.free(v);
+    });
+  }
+
+  it('attend on a selection matches the CPU (causal, GQA, ragged)', async () => {
+    await agree(
+      {
+        inputs: shapes,
+        steps: [
+          ...selectSteps(causalSpec, 16, 8, 3, 1),
+          {
+            op: 'attend',
+            out: 'o',
+            lse: 'l',
+            spec: causalSpec,
+            q: 'q',
+            k: 'k',
+            v: 'v',
+            selection: 'sel',
+          },
+        ],
+        outputs: ['o', 'l'],
+      },
+      { q: rand(shapes.q), k: rand(shapes.k), v: rand(shapes.v) },
+    );
+  });
+
+  it('attend on a selection matches the CPU (non-causal, blocks 8 / 16)', async () => {
+    await agree(
+      {
+        inputs: shapes,
+        steps: [
+          ...selectSteps(fullSpec, 8, 16, 2, 0),
+          {
+            op: 'attend',
+            out: 'o',
+            lse: 'l',
+            spec: fullSpec,
+            q: 'q',
+            k: 'k',
+            v: 'v',
+            selection: 'sel',
+          },
+        ],
+        outputs: ['o', 'l'],
+      },
+      { q: rand(shapes.q), k: rand(shapes.k), v: rand(shapes.v) },
+    );
+  });
+
+  for (const mode of ['exclude', 'only'] as const) {
+    for (const isCausal of [true, false]) {
+      it(`compressed with the selection ${mode}d, ${isCausal ? 'causal' : 'non-causal'}`, async () => {
+        const spec = isCausal ? causalSpec : fullSpec;
+        await agree(
+          {
+            inputs: shapes,
+            steps: [
+              ...selectSteps(spec, 16, 8, 3, isCausal ? 1 : 0),
+              { op: 'pool', out: 'vp', x: 'v', block: 8 },
+              {
+                op: 'compressed',
+                out: 'o',
+                lse: 'l',
+                q: 'q',
+                k: 'kp',
+                v: 'vp',
+                block: 8,
+                seqKV: N,
+                causal: isCausal,
+                scale: 0.5,
+                selection: 'sel',
+                selectionMode: mode,
+              },
+            ],
+            outputs: ['o', 'l'],
+          },
+          { q: rand(shapes.q, 2), k: rand(shapes.k, 2), v: rand(shapes.v) },
+        );
+      });
+    }
+  }
+});
+
+describe('a whole program', () => {
+  it('pool k/v → select → attend on the selection + compressed excluding it → merge', async () => {
+    const config: ProgramConfig = {
+      inputs: shapes,
+      steps: [
+        { op: 'pool', out: 'qp', x: 'q', block: 16 },
+        { op: 'pool', out: 'kp', x: 'k', block: 8 },
+        { op: 'pool', out: 'vp', x: 'v', block: 8 },
+        {
+          op: 'select',
+          out: 'sel',
+          q: 'qp',
+          k: 'kp',
+          spec: causalSpec,
+          blockQ: 16,
+          blockKV: 8,
+          topK: 4,
+          local: 1,
+        },
+        {
+          op: 'attend',
+          out: 'a',
+          lse: 'la',
+          spec: causalSpec,
+          q: 'q',
+          k: 'k',
+          v: 'v',
+          selection: 'sel',
+        },
+        {
+          op: 'compressed',
+          out: 'c',
+          lse: 'lc',
+          q: 'q',
+          k: 'kp',
+          v: 'vp',
+          block: 8,
+          seqKV: N,
+          causal: true,
+          scale: causalSpec.scale,
+          selection: 'sel',
+          selectionMode: 'exclude',
+        },
+        {
+          op: 'merge',
+          out: 'out',
+          lse: 'lse',
+          branches: [
+            { out: 'a', lse: 'la' },
+            { out: 'c', lse: 'lc' },
+          ],
+        },
+      ],
+      outputs: ['out', 'lse'],
+    };
+    const inputs = { q: rand(shapes.q, 2), k: rand(shapes.k, 2), v: rand(shapes.v) };
+    await agree(config, inputs);
+    const res = await runProgram(gpu, defineProgram(config), inputs);
+    expect(res.peakBytes).toBeGreaterThan(0);
+  });
+});
+
+describe('values and errors', () => {
+  it('bytes are the sizes of the buffers a value holds; kept values stay on the device', async () => {
+    const program = defineProgram({
+      inputs: { k: shapes.k },
+      steps: [{ op: 'pool', out: 'kp', x: 'k', block: 8 }],
+      outputs: ['kp'],
+    });
+    const k = rand(shapes.k);
+    const res = await runProgram(gpu, program, { k }, { keep: ['kp'] });
+    const kept = res.kept.kp;
+    expect(kept).toBeDefined();
+    const handle = kept?.handle as GpuValue;
+    expect(gpu.program.bytes(handle)).toBe(handle.buffer.size);
+    expect(handle.buffer.size).toBeGreaterThanOrEqual(B * HK * 6 * D * 4);
+    expect(Array.from(await gpu.program.download(handle))).toEqual(
+      Array.from(res.outputs.kp ?? []),
+    );
+    kept?.release();
+  });
+
+  it('a half-precision spec is unsupported (named), not run on the CPU', async () => {
+    const spec = defineAttention({
+      batch: B,
+      headsQ: H,
+      headsKV: HK,
+      seqQ: N,
+      headDim: D,
+      dtype: 'f16',
+    });
+    const program = defineProgram({
+      inputs: shapes,
+      steps: [{ op: 'attend', out: 'o', spec, q: 'q', k: 'k', v: 'v' }],
+      outputs: ['o'],
+    });
+    const run = runProgram(gpu, program, {
+      q: rand(shapes.q),
+      k: rand(shapes.k),
+      v: rand(shapes.v),
+    });
+    await expect(run).rejects.toThrow(UnsupportedError);
+    await expect(run).rejects.toThrow(/f32 specs only.*'f16'/);
+  });
+
+  it('a selection cannot be downloaded', async () => {
+    const program = defineProgram({
+      inputs: shapes,
+      steps: [
+        ...selectSteps(causalSpec, 16, 8, 3, 1),
+        { op: 'attend', out: 'o', spec: causalSpec, q: 'q', k: 'k', v: 'v', selection: 'sel' },
+      ],
+      outputs: ['o'],
+    });
+    const values = await runSteps(
+      gpu.program,
+      { ...program, steps: program.steps.slice(0, 3) },
+      {
+        q: rand(shapes.q),
+        k: rand(shapes.k),
+        v: rand(shapes.v),
+      },
+    );
+    await expect(gpu.program.download(values.get('sel') as GpuValue)).rejects.toThrow(
+      UnsupportedError,
+    );
+    for (const v of values.values()) gpu.program.free(v);
+  });
+});
