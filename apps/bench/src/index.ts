@@ -20,3 +20,11 @@ export {
   type SuiteName,
 } from './suites.js';
 export { formatBytes, formatSeq, parseInts, parseSizes, summarize } from './units.js';
+export {
+  loadFixture,
+  measureVariants,
+  structured,
+  type VariantRow,
+  type VariantsInput,
+  variantsMarkdown,
+} from './variants.js';

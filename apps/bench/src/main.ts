@@ -1,4 +1,4 @@
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { AttentionBackend, Dtype } from '@tessera/core';
 import { referenceRows } from '@tessera/cpu';
 import { SingleBar } from 'cli-progress';
@@ -10,6 +10,14 @@ import { type BenchReport, markdown, SCHEMA_VERSION, writeReport } from './repor
 import './patterns.js';
 import { buildCases, SUITES, type SuiteName } from './suites.js';
 import { parseInts, parseSizes } from './units.js';
+import {
+  loadFixture,
+  measureVariants,
+  structured,
+  type VariantRow,
+  type VariantsInput,
+  variantsMarkdown,
+} from './variants.js';
 
 interface Flags {
   backend: BackendName | 'all' | 'best';
@@ -28,6 +36,9 @@ interface Flags {
   out?: string;
   sampleRows: number;
   progress: boolean;
+  fixture?: string;
+  bidirectional: boolean;
+  systems?: string;
 }
 
 const int = (flag: string) => (v: string) => {
@@ -109,6 +120,15 @@ export async function main(argv: string[]): Promise<number> {
       8,
     )
     .option('--no-progress', 'no progress bar')
+    .option(
+      '--fixture <dir>',
+      'variants suite: also measure error on this real-attention fixture (qkv.json + qkv-L*.bin)',
+    )
+    .option('--bidirectional', 'variants suite: non-causal systems', false)
+    .option(
+      '--systems <names>',
+      'variants suite: only these systems (comma list; exact always runs)',
+    )
     .exitOverride();
   let suites: SuiteName[];
   try {
@@ -156,7 +176,12 @@ export async function main(argv: string[]): Promise<number> {
   };
   const seqs = flags.seq ?? (onCpu ? [256, 512, 1024] : [1024, 4096, 16384]);
   const repeat = flags.repeat ?? (onCpu ? 3 : 20);
-  const cases = buildCases(suites, seqs, shape);
+  const withVariants = suites.includes('variants');
+  const cases = buildCases(
+    suites.filter((x) => x !== 'variants'),
+    seqs,
+    shape,
+  );
 
   if (flags.emit) {
     for (const b of backends) {
@@ -197,6 +222,34 @@ export async function main(argv: string[]): Promise<number> {
   }
   bar?.stop();
 
+  const variantReports: { backend: string; device?: string; rows: VariantRow[] }[] = [];
+  if (withVariants) {
+    const inputSets: VariantsInput[] = seqs.map((n) => structured(heads, n, flags.dim));
+    if (flags.fixture) inputSets.push(loadFixture(resolve(flags.fixture)));
+    for (const b of backends) {
+      const rows: VariantRow[] = [];
+      for (const input of inputSets) {
+        rows.push(
+          ...(await measureVariants(
+            b,
+            input,
+            {
+              causal: !flags.bidirectional,
+              warmup: flags.warmup,
+              repeat,
+              ...(flags.systems ? { only: flags.systems.split(',') } : {}),
+            },
+            (name) => {
+              if (flags.progress)
+                console.error(`variants: ${b.name} ${input.source} ${input.seq} ${name}`);
+            },
+          )),
+        );
+      }
+      variantReports.push({ backend: b.name, device: b.device, rows });
+    }
+  }
+
   let peers: PeerResult[] = [];
   if (flags.peers) {
     const r = runPeers(cases, { warmup: Math.max(flags.warmup, 3), repeat });
@@ -218,14 +271,35 @@ export async function main(argv: string[]): Promise<number> {
     backends: perBackend,
     peers,
   };
-  console.log(markdown(report));
+  if (cases.length > 0) console.log(markdown(report));
+  for (const v of variantReports)
+    console.log(`\n${variantsMarkdown(`${v.backend} (${v.device ?? ''})`, v.rows)}`);
   if (flags.out) {
-    const files = await writeReport(report, resolve(flags.out));
+    const dir = resolve(flags.out);
+    const files = cases.length > 0 ? await writeReport(report, dir) : [];
+    if (variantReports.length > 0) {
+      const { mkdirSync, writeFileSync } = await import('node:fs');
+      mkdirSync(dir, { recursive: true });
+      const json = join(dir, 'variants.json');
+      writeFileSync(
+        json,
+        `${JSON.stringify({ command: report.command, createdAt: report.createdAt, machine: report.machine, results: variantReports }, null, 2)}\n`,
+      );
+      const md = join(dir, 'variants.md');
+      writeFileSync(
+        md,
+        `${variantReports.map((v) => variantsMarkdown(`${v.backend} (${v.device ?? ''})`, v.rows)).join('\n\n')}\n\nCommand: \`${report.command}\`\n`,
+      );
+      files.push(json, md);
+    }
     console.error(`wrote ${files.join(', ')}`);
   }
   const failed = perBackend
     .flatMap((b) => b.results.flatMap((r) => r.strategies))
     .filter((s) => s.status === 'failed');
   for (const f of failed) console.error(`failed: ${f.message}`);
-  return failed.length > 0 ? 1 : 0;
+  const failedVariants = variantReports.flatMap((v) => v.rows.filter((r) => r.status === 'failed'));
+  for (const f of failedVariants)
+    console.error(`failed: ${f.system} ${f.source} ${f.seq}: ${f.message}`);
+  return failed.length + failedVariants.length > 0 ? 1 : 0;
 }

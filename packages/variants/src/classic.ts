@@ -44,13 +44,25 @@ export function exactSpec(s: ResolvedShape): AttentionSpec {
 }
 
 /** A system that is one attention call with a mask (and maybe a kernel). */
-function single(name: string, s: ResolvedShape, spec: AttentionSpec): System {
+function single(name: string, s: ResolvedShape, spec: AttentionSpec, kvRows = s.seq): System {
   const program = defineProgram({
     inputs: qkvShapes(s),
     steps: [{ op: 'attend', out: 'out', spec, q: 'q', k: 'k', v: 'v' }],
     outputs: ['out'],
   });
-  return { name, shape: s, program, weights: {}, exact: exactSpec(s) };
+  return {
+    name,
+    shape: s,
+    program,
+    weights: {},
+    exact: exactSpec(s),
+    kvState: kvRowsState(s, kvRows),
+  };
+}
+
+/** The decode state of keeping `rows` key and value rows per KV head. */
+export function kvRowsState(s: ResolvedShape, rows: number): number {
+  return 2 * s.headsKV * Math.min(rows, s.seq) * s.headDim;
 }
 
 const withCausal = (s: ResolvedShape, m: Mask): Mask => (s.causal ? intersect(m, causalMask()) : m);
@@ -85,7 +97,8 @@ export function longformer(shape: SystemShape, opts: { window: number; global?: 
     ...(global > 0 ? { global: positive('longformer', 'global', global, s.seq) } : {}),
   });
   // The pattern's global rows see every key; an autoregressive model must not, so intersect.
-  return single('longformer', s, specOf(s, { mask: withCausal(s, mask) }));
+  const kvRows = s.causal ? window + global : s.seq; // a decoder keeps the window and the globals
+  return single('longformer', s, specOf(s, { mask: withCausal(s, mask) }), kvRows);
 }
 
 /**
@@ -131,6 +144,7 @@ export function sparseTransformer(
       'sparse-transformer-strided',
       s,
       specOf(s, { mask: strided(stride, { causal: s.causal }) }),
+      s.causal ? stride + Math.ceil(s.seq / stride) : s.seq,
     );
   if (opts.mode !== 'fixed')
     throw new SpecError(
@@ -145,6 +159,7 @@ export function sparseTransformer(
     'sparse-transformer-fixed',
     s,
     specOf(s, { mask: union(local, withCausal(s, summary)) }),
+    s.causal ? stride + c * Math.ceil(s.seq / stride) : s.seq,
   );
 }
 
@@ -163,7 +178,9 @@ export function performer(
       seed: opts.seed ?? 0,
     },
   });
-  return single('performer', s, spec);
+  // The decoder keeps Σ φ(k)vᵀ (features × headDim) and Σ φ(k) per KV head.
+  const features = opts.features ?? 256;
+  return { ...single('performer', s, spec), kvState: s.headsKV * features * (s.headDim + 1) };
 }
 
 /**
@@ -201,6 +218,7 @@ export function linformer(
       F: opts.F ?? initProjection(rank, s.seq, seed + 1),
     },
     exact: exactSpec(s),
+    kvState: kvRowsState(s, rank),
   };
 }
 
@@ -245,6 +263,7 @@ export function synthesizer(
       program,
       weights: { W1: w1.weight, b1: w1.bias, W2: w2 },
       exact: exactSpec(s),
+      kvState: kvRowsState(s, s.seq) / 2, // values only: the scores need no keys
     };
   }
   if (opts.mode !== 'random')
@@ -268,6 +287,7 @@ export function synthesizer(
     program,
     weights: { R1: r1, R2: r2 },
     exact: exactSpec(s),
+    kvState: kvRowsState(s, s.seq) / 2, // values only
   };
 }
 
@@ -365,5 +385,13 @@ export function attentionPooling(
     ],
     outputs: ['out'],
   });
-  return { name: 'attention-pooling', shape: s, program, weights: {}, exact: exactSpec(s) };
+  const kvRows = s.causal ? window + Math.ceil(s.seq / block) : s.seq + Math.ceil(s.seq / block);
+  return {
+    name: 'attention-pooling',
+    shape: s,
+    program,
+    weights: {},
+    exact: exactSpec(s),
+    kvState: kvRowsState(s, kvRows),
+  };
 }

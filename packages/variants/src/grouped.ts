@@ -4,7 +4,7 @@
  */
 import { defineProgram, type Expr, maskMod, SpecError } from '@tessera/core';
 import { blockDiagonal, chunkedCausal, slidingWindow } from '@tessera/patterns';
-import { exactSpec, pooledBranch } from './classic.js';
+import { exactSpec, kvRowsState, pooledBranch } from './classic.js';
 import {
   initGates,
   initPoolWeights,
@@ -99,6 +99,8 @@ export function linearizedGrouped(
       wv: initPoolWeights(s.headsKV, g, seed + 1),
     },
     exact: exactSpec(s),
+    // A decoder keeps its current group's keys and values plus one summary per earlier group.
+    kvState: 2 * s.headsKV * (g + Math.ceil(s.seq / g)) * s.headDim,
   };
 }
 
@@ -193,6 +195,8 @@ export function compactGrouped(
       wv: initPoolWeights(s.headsKV, block, seed + 1),
     },
     exact: exactSpec(s),
+    // The shared summaries plus the current block; one compression serves every layer sharing it.
+    kvState: 2 * s.headsKV * (block + nb) * s.headDim,
   };
 }
 
@@ -256,7 +260,15 @@ export function sparseProjected(
     ],
     outputs: ['out'],
   });
-  return { name: 'sparse-projected', shape: s, program, weights: {}, exact: spec };
+  return {
+    name: 'sparse-projected',
+    shape: s,
+    program,
+    weights: {},
+    exact: spec,
+    // Any block can be selected, so all keys and values stay, plus the summaries.
+    kvState: kvRowsState(s, s.seq) + 2 * s.headsKV * nb * s.headDim,
+  };
 }
 
 /**
@@ -340,5 +352,6 @@ export function nativeSparse(
       gb: gates.bias,
     },
     exact: spec,
+    kvState: kvRowsState(s, s.seq) + 2 * s.headsKV * Math.ceil(s.seq / block) * s.headDim,
   };
 }

@@ -14,7 +14,7 @@ export {
   synthesizer,
 } from './classic.js';
 export { compactGrouped, linearizedGrouped, nativeSparse, sparseProjected } from './grouped.js';
-export { adaptInputs, type ErrorStats, errorStats } from './measure.js';
+export { adaptInputs, type ErrorStats, errorStats, structuredInputs } from './measure.js';
 export {
   compress,
   initDense,

@@ -50,6 +50,12 @@ export interface System {
   readonly weights: Readonly<Record<string, Float32Array>>;
   /** Exact attention of the same shape and causality: what the system approximates. */
   readonly exact: AttentionSpec;
+  /**
+   * Numbers a decoder keeps per layer and batch element to produce the next token (keys and
+   * values, or what replaces them: summaries, projections, feature-map state), all heads.
+   * Exact attention keeps 2·headsKV·seq·headDim.
+   */
+  readonly kvState: number;
 }
 
 export function resolveShape(where: string, s: SystemShape): ResolvedShape {
@@ -197,8 +203,9 @@ export interface SystemRun {
 export async function runSystem(
   backend: ProgramBackend,
   system: System,
-  qkv: { q: Float32Array; k: Float32Array; v: Float32Array },
+  qkv: { readonly q: ProgramInput; readonly k: ProgramInput; readonly v: ProgramInput },
   shared?: Readonly<Record<string, DeviceValue>>,
+  weights?: Readonly<Record<string, ProgramInput>>,
 ): Promise<SystemRun> {
   let own: Readonly<Record<string, DeviceValue>> | undefined;
   let peakShared = 0;
@@ -210,6 +217,7 @@ export async function runSystem(
   try {
     const given: Record<string, ProgramInput> = {
       ...system.weights,
+      ...(weights ?? {}),
       ...(shared ?? own ?? {}),
       ...qkv,
     };
@@ -233,7 +241,7 @@ export async function runSystem(
 export async function compress(
   backend: ProgramBackend,
   system: System,
-  kv: { k: Float32Array; v: Float32Array },
+  kv: { readonly k: ProgramInput; readonly v: ProgramInput },
 ): Promise<{ values: Readonly<Record<string, DeviceValue>>; peakBytes: number }> {
   const p = system.shared;
   if (!p) throw new SpecError(`system '${system.name}' has no shared compression`);
