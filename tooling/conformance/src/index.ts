@@ -10,6 +10,7 @@ export {
 export { seededInputs, seededValues, seedOf } from './inputs.js';
 export { alibi, softcap } from './mods.js';
 export { PATTERN_BUILDERS, PATTERNS, type PatternEntry, type PatternShape } from './patterns.js';
+export { runSystemCase, SYSTEM_TOLERANCE, type SystemCase, systemCases } from './systems.js';
 export {
   type CatalogueOptions,
   type ConformanceCase,

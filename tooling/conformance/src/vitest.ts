@@ -1,10 +1,11 @@
 // Vitest glue: `describeConformance` emits one `it` per catalogue case. Kept out of the main
 // entry so that importing the catalogue does not import Vitest.
-import type { AttentionBackend } from '@tessera/core';
+import type { AttentionBackend, ProgramBackend } from '@tessera/core';
 import { createCpuBackend } from '@tessera/cpu';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { conformanceCases } from './cases.js';
 import { type Reference, type RunCaseOptions, runCase } from './compare.js';
+import { runSystemCase, systemCases } from './systems.js';
 import type { CatalogueOptions, ConformanceCase } from './types.js';
 
 export interface DescribeConformanceOptions extends CatalogueOptions, RunCaseOptions {
@@ -74,6 +75,42 @@ export function describeConformance(
           expect(r.pass).toBe(true);
         },
         options.timeout ?? 60_000,
+      );
+    }
+  });
+}
+
+/**
+ * Runs every standard system of @tessera/variants (programs) on a backend against the CPU, one
+ * Vitest `it` per system and shape.
+ */
+export function describeSystemConformance(
+  name: string,
+  factory: () => (AttentionBackend & ProgramBackend) | Promise<AttentionBackend & ProgramBackend>,
+  options: { seq?: number; headDim?: number; timeout?: number } = {},
+): void {
+  const cases = systemCases(options);
+  describe(`system conformance: ${name}`, () => {
+    let backend: (AttentionBackend & ProgramBackend) | undefined;
+    let reference: AttentionBackend | undefined;
+    beforeAll(async () => {
+      backend = await factory();
+      reference = await createCpuBackend();
+    });
+    afterAll(async () => {
+      await backend?.dispose();
+      await reference?.dispose();
+    });
+    for (const c of cases) {
+      it(
+        c.id,
+        async () => {
+          if (!backend || !reference) throw new Error('backend or reference failed to start');
+          const r = await runSystemCase(backend, c, reference);
+          if (!r.pass) expect.fail(`${c.id}: ${r.message}`);
+          expect(r.pass).toBe(true);
+        },
+        options.timeout ?? 120_000,
       );
     }
   });
