@@ -19,9 +19,12 @@ export const SYSTEM_TOLERANCE = 5e-4;
 
 /**
  * Every standard system at small ragged shapes: causal and bidirectional MHA, and causal GQA
- * (headsKV 2 of 4), on structured inputs (so selections and gates have real signal).
+ * (headsKV 2 of 4), on structured inputs (so selections and gates have real signal). Profile
+ * 'ci' keeps causal MHA for every system plus bidirectional Linformer (software GPUs are slow).
  */
-export function systemCases(opts: { seq?: number; headDim?: number } = {}): SystemCase[] {
+export function systemCases(
+  opts: { seq?: number; headDim?: number; profile?: 'all' | 'ci' } = {},
+): SystemCase[] {
   const seq = opts.seq ?? 80;
   const headDim = opts.headDim ?? 16;
   const shapes = [
@@ -30,10 +33,14 @@ export function systemCases(opts: { seq?: number; headDim?: number } = {}): Syst
     { headsQ: 4, headsKV: 2, seq, headDim, causal: true },
   ];
   const out: SystemCase[] = [];
+  // 'ci': causal MHA for every system, plus the one system only a bidirectional shape has.
+  const keep = (name: string, causal: boolean, kv: number) =>
+    opts.profile !== 'ci' || (causal && kv === 4) || (!causal && name === 'linformer');
   for (const shape of shapes) {
     const base = structuredInputs(shape, 5);
     const tag = `${shape.causal ? 'causal' : 'bidir'}-h${shape.headsQ}kv${shape.headsKV}-n${seq}`;
     for (const system of standardSystems(shape)) {
+      if (!keep(system.name, shape.causal, shape.headsKV)) continue;
       out.push({
         id: `${system.name}/${tag}`,
         system,

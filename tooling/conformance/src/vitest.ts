@@ -87,7 +87,7 @@ export function describeConformance(
 export function describeSystemConformance(
   name: string,
   factory: () => (AttentionBackend & ProgramBackend) | Promise<AttentionBackend & ProgramBackend>,
-  options: { seq?: number; headDim?: number; timeout?: number } = {},
+  options: { seq?: number; headDim?: number; profile?: 'all' | 'ci'; timeout?: number } = {},
 ): void {
   const cases = systemCases(options);
   describe(`system conformance: ${name}`, () => {
