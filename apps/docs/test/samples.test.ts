@@ -115,7 +115,26 @@ describe('every sample runs and computes what the page says', () => {
       'quickstart-browser',
       'quickstart-node',
       'spec',
+      'variants',
     ]);
+  });
+
+  it('variants: a named system and a hand-written program, against independent dense attention', async () => {
+    const { mod, logs } = await runSample('variants', 13);
+    const shape = { batch: 1, headsQ: 4, headsKV: 4, seqQ: 512, seqKV: 512, headDim: 32 };
+    const ref = denseAttention(shape, mod.q, mod.k, mod.v, { allowed: (_b, _h, q, kv) => kv <= q });
+    // The error the sample reports is the error against an independent computation.
+    let num = 0;
+    let den = 0;
+    for (let i = 0; i < ref.out.length; i++) {
+      num += (mod.approx.out[i] - ref.out[i]) ** 2;
+      den += ref.out[i] ** 2;
+    }
+    expect(Math.abs(Math.sqrt(num / den) - mod.err.relative)).toBeLessThan(1e-5);
+    expect(mod.err.relative).toBeGreaterThan(0);
+    expect(maxAbsError(mod.outputs.out, ref.out)).toBeLessThan(2);
+    expect(maxAbsError(mod.outputs.out, ref.out)).toBeGreaterThan(0);
+    expect(logs).toEqual(['sparse-projected true', '65536 true']);
   });
 
   it('quickstart-node: sliding-window GQA attention on the CPU', async () => {

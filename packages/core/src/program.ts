@@ -279,7 +279,13 @@ export function defineProgram(config: ProgramConfig): Program {
         posInt(where, 'topK', step.topK);
         if (typeof step.local !== 'number' || !Number.isInteger(step.local) || step.local < 0)
           throw new SpecError(`${where}: local must be a non-negative integer`);
-        const forcedMax = step.local === 0 ? 0 : ceilDiv(bq, bk) + step.local;
+        // Blocks meeting [qb·bq − (local−1)·bk, (qb+1)·bq): one fewer when the range is block-aligned.
+        const forcedMax =
+          step.local === 0
+            ? 0
+            : bq % bk === 0
+              ? bq / bk + step.local - 1
+              : ceilDiv(bq, bk) + step.local;
         if (step.local > 0 && step.topK < forcedMax)
           throw new SpecError(
             `${where}: topK ${step.topK} cannot hold the up to ${forcedMax} forced local blocks (local ${step.local}, blockQ ${bq}, blockKV ${bk})`,
