@@ -403,7 +403,7 @@ describe('cpu programs', () => {
             blockQ: 8,
             blockKV: 8,
             topK: 1,
-            local: 1,
+            local: 2,
           },
         ],
         outputs: ['qp'],
