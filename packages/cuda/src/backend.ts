@@ -24,6 +24,7 @@ import {
 import { strides } from './emit/common.js';
 import { type CudaModuleSource, emitCuda, launchGeometry, packParams } from './emit/index.js';
 import { native } from './errors.js';
+import { CudaProgramOps } from './program/ops.js';
 import { KernelCompiler } from './runtime/compiler.js';
 import { CudaDevice, type DeviceBuffer } from './runtime/device.js';
 import { CudaTensor } from './tensor.js';
@@ -105,6 +106,8 @@ export class CudaBackend implements AttentionBackend {
   private readonly prepared = new Map<AttentionSpec, Map<string, Promise<Prepared>>>();
   private readonly modules = new Map<string, Promise<{ module: bigint; functions: bigint[] }>>();
   private disposed = false;
+  /** Attention programs (`runProgram` from @tessera/core) with values kept on this device. */
+  readonly program: CudaProgramOps = new CudaProgramOps(this);
 
   constructor(
     readonly cuda: CudaDevice,
@@ -269,6 +272,7 @@ export class CudaBackend implements AttentionBackend {
   async dispose(): Promise<void> {
     if (this.disposed) return;
     await this.cuda.synchronize();
+    await this.program.dispose();
     for (const perSpec of this.prepared.values()) {
       for (const p of perSpec.values()) (await p.catch(() => null))?.release();
     }
@@ -321,8 +325,9 @@ export class CudaBackend implements AttentionBackend {
     return inputs;
   }
 
-  private loadModule(
-    module: CudaModuleSource,
+  /** Compiles (cached by source) and loads a module; unloaded at dispose. Internal. */
+  loadModule(
+    module: Pick<CudaModuleSource, 'source' | 'kernels'>,
     label: string,
   ): Promise<{ module: bigint; functions: bigint[] }> {
     const key = this.compiler.key(module.source);

@@ -18,6 +18,12 @@ export {
 } from './emit/index.js';
 export { CudaCompileError, CudaError, CudaUnavailableError } from './errors.js';
 export { cudaRenderer, lowerCuda } from './expr-cuda.js';
+export {
+  CudaProgramOps,
+  type CudaSelectionValue,
+  type CudaTensorValue,
+  type CudaValue,
+} from './program/ops.js';
 export { type CudaAddon, type DeviceInfo, loadAddon } from './runtime/addon.js';
 export {
   COMPILE_FLAGS,

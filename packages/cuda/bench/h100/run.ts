@@ -1,7 +1,7 @@
 // The @tessera/cuda measurement on a GPU machine (see packages/cuda/README.md, "Measured on H100").
 // Bundled by scripts/device-bundle.mjs into .device-bundle/cuda/run.mjs with the addon and the
 // PyTorch peer script; run there as
-//   source .device/preamble.sh && node .device-bundle/cuda/run.mjs [--quick] [--conformance-only] [--sweep]
+//   source .device/preamble.sh && node .device-bundle/cuda/run.mjs [--quick] [--conformance-only] [--sweep] [--programs]
 // Sections: (a) the conformance catalogue against cpu; (b) agreement with FlexAttention;
 // (c) speed against SDPA and FlexAttention, measured in this same run; (d) memory and a
 // 1,048,576-token sliding-window run. Prints a Markdown table last; writes JSON under $OUT.
@@ -19,6 +19,7 @@ const args = new Set(process.argv.slice(2));
 const quick = args.has('--quick');
 const conformanceOnly = args.has('--conformance-only');
 const sweep = args.has('--sweep');
+const programs = args.has('--programs');
 const outDir = process.env.OUT || null;
 
 async function main(): Promise<number> {
@@ -26,7 +27,15 @@ async function main(): Promise<number> {
   const { runAll } = await import('./sections.js');
   const { CudaUnavailableError } = await import('../../src/errors.js');
   try {
-    return await runAll({ quick, conformanceOnly, sweep, outDir, here, python: pythonPeers() });
+    return await runAll({
+      quick,
+      conformanceOnly,
+      sweep,
+      programs,
+      outDir,
+      here,
+      python: programs ? null : pythonPeers(),
+    });
   } catch (e) {
     if (e instanceof CudaUnavailableError) {
       console.error(`[cuda-bench] ${e.message}`);

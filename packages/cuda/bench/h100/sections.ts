@@ -32,6 +32,7 @@ import {
   createCudaBackend,
 } from '../../src/index.js';
 import { fillRandom, randomAt } from './device-data.js';
+import { runProgramChecks } from './programs.js';
 import { SWEEP_CASES, SWEEP_VARIANTS, sweepCorrectness } from './sweep.js';
 
 export interface BenchOptions {
@@ -39,6 +40,8 @@ export interface BenchOptions {
   readonly conformanceOnly: boolean;
   /** Only the tensor-core variants: correctness vs cpu, then speed side by side (sweep.ts). */
   readonly sweep?: boolean;
+  /** Only attention programs vs the cpu reference (programs.ts). */
+  readonly programs?: boolean;
   readonly outDir: string | null;
   readonly here: string;
   readonly python: { python: string; script: string } | null;
@@ -653,6 +656,7 @@ export async function runAll(opts: BenchOptions): Promise<number> {
     `device ${cuda.device} (${cuda.cuda.arch}, ${cuda.cuda.info.multiprocessors} SMs), compiler ${cuda.compiler.compiler}`,
   );
   if (opts.sweep) return runSweep(cuda, opts, started);
+  if (opts.programs) return runProgramChecks(cuda, opts.outDir, started);
   json.device = {
     name: cuda.device,
     arch: cuda.cuda.arch,

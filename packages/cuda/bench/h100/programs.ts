@@ -1,0 +1,381 @@
+// Attention programs on the CUDA backend against the cpu reference: every step alone and whole
+// programs (pool → select → attend with the selection + compressed excluding it → merge; gate),
+// with GQA, ragged blocks, causal (with fully masked rows) and not, f32 and bf16. Run on a GPU by
+// `run.mjs --programs`; test/program-emulate.test.ts runs the small size on the emulated device.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  type AttentionSpec,
+  defineAttention,
+  defineProgram,
+  maskMod,
+  type Program,
+  type ProgramBackend,
+  type ProgramStep,
+  runProgram,
+  type Shape,
+} from '@tessera/core';
+import { createCpuBackend } from '@tessera/cpu';
+import type { CudaBackend } from '../../src/index.js';
+
+export interface ProgramCase {
+  readonly name: string;
+  readonly program: Program;
+  readonly inputs: Readonly<Record<string, Float32Array>>;
+  /** |got − want| ≤ tol · (1 + |want|) elementwise; −∞ must match exactly. */
+  readonly tol: number;
+}
+
+export interface ProgramCheck {
+  readonly name: string;
+  readonly pass: boolean;
+  /** Worst error as a multiple of the tolerance. */
+  readonly worst: number;
+  readonly message: string;
+}
+
+function seeded(n: number, seed: number, amp = 1): Float32Array {
+  let s = (seed * 2654435761) >>> 0 || 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    out[i] = ((s / 4294967296) * 2 - 1) * amp;
+  }
+  return out;
+}
+
+const count = (s: Shape): number => s[0] * s[1] * s[2] * s[3];
+
+/** Causal, with every fifth query row fully masked (empty rows must give 0 and −∞). */
+const causalGaps = maskMod(({ q, kv }) => q.mod(5).ne(0).and(q.ge(kv)), {
+  name: 'causal-every-fifth-row-empty',
+});
+
+interface Size {
+  readonly B: number;
+  readonly H: number;
+  readonly HK: number;
+  readonly S: number;
+  readonly D: number;
+  /** Select blocks per dtype (the CUDA-core kernel takes 32 keys per block). */
+  readonly blocks: Readonly<Record<'f32' | 'bf16', { bq: number; bkv: number; topK: number }>>;
+  /** bf16 head dim (the emulated device has no tensor cores: a dim the mma path cannot take). */
+  readonly D16: number;
+}
+
+const SIZES: Record<'small' | 'device', Size> = {
+  small: {
+    B: 2,
+    H: 4,
+    HK: 2,
+    S: 75,
+    D: 16,
+    D16: 20,
+    blocks: { f32: { bq: 16, bkv: 32, topK: 2 }, bf16: { bq: 16, bkv: 32, topK: 2 } },
+  },
+  device: {
+    B: 2,
+    H: 8,
+    HK: 2,
+    S: 1000,
+    D: 64,
+    D16: 64,
+    blocks: { f32: { bq: 32, bkv: 32, topK: 6 }, bf16: { bq: 64, bkv: 64, topK: 4 } },
+  },
+};
+
+/** The cases: `small` for the host emulation, `device` for a GPU. */
+export function programCases(size: 'small' | 'device'): ProgramCase[] {
+  const z = SIZES[size];
+  const { B, H, HK, S } = z;
+  const cases: ProgramCase[] = [];
+  let seed = 1;
+  const make = (
+    name: string,
+    inputs: Record<string, Shape>,
+    steps: ProgramStep[],
+    outputs: string[],
+    tol = 2e-4,
+    amps: Record<string, number> = {},
+  ) => {
+    const program = defineProgram({ inputs, steps, outputs });
+    const data: Record<string, Float32Array> = {};
+    for (const [n, s] of Object.entries(inputs)) data[n] = seeded(count(s), seed++, amps[n] ?? 1);
+    cases.push({ name, program, inputs: data, tol });
+  };
+  const D = z.D;
+  const x: Shape = [B, H, S, D];
+
+  // ---- each small step alone
+  make(
+    'pool (softmax weights, ragged last block)',
+    { x, w: [1, H, 1, 16] },
+    [{ op: 'pool', out: 'y', x: 'x', block: 16, weights: 'w' }],
+    ['y'],
+    2e-4,
+    { w: 3 },
+  );
+  make('pool (mean)', { x }, [{ op: 'pool', out: 'y', x: 'x', block: 7 }], ['y']);
+  make(
+    'project',
+    { x, m: [1, 1, 12, S] },
+    [{ op: 'project', out: 'y', x: 'x', matrix: 'm' }],
+    ['y'],
+  );
+  make(
+    'dense (bias, relu)',
+    { x, w: [1, H, D, 24], b: [1, H, 1, 24] },
+    [{ op: 'dense', out: 'y', x: 'x', weight: 'w', bias: 'b', activation: 'relu' }],
+    ['y'],
+  );
+  make(
+    'dense (no bias)',
+    { x, w: [1, H, D, 8] },
+    [{ op: 'dense', out: 'y', x: 'x', weight: 'w' }],
+    ['y'],
+  );
+  const lse: Shape = [B, H, S, 1];
+  make(
+    'merge (3 branches)',
+    { a: x, la: lse, b: x, lb: lse, c: x, lc: lse },
+    [
+      {
+        op: 'merge',
+        out: 'y',
+        lse: 'ly',
+        branches: [
+          { out: 'a', lse: 'la' },
+          { out: 'b', lse: 'lb' },
+          { out: 'c', lse: 'lc' },
+        ],
+      },
+    ],
+    ['y', 'ly'],
+    2e-4,
+    { la: 4, lb: 4, lc: 4 },
+  );
+  make(
+    'gate (2 branches)',
+    { x, a: x, b: x, w: [1, 2, H, D], bias: [1, 1, 2, H] },
+    [{ op: 'gate', out: 'y', x: 'x', weight: 'w', bias: 'bias', branches: ['a', 'b'] }],
+    ['y'],
+  );
+
+  // ---- attention steps, causal (with empty rows) and not, f32 and bf16
+  for (const dtype of ['f32', 'bf16'] as const) {
+    for (const isCausal of [true, false]) {
+      const d = dtype === 'f32' ? D : z.D16;
+      const spec: AttentionSpec = defineAttention({
+        batch: B,
+        headsQ: H,
+        headsKV: HK,
+        seqQ: S,
+        headDim: d,
+        dtype,
+        ...(isCausal ? { mask: causalGaps } : {}),
+      });
+      const tag = `${dtype}, ${isCausal ? 'causal with empty rows' : 'no mask'}, GQA ${H}/${HK}`;
+      const tol = dtype === 'f32' ? 2e-4 : 2e-2;
+      const qS: Shape = [B, H, S, d];
+      const kS: Shape = [B, HK, S, d];
+      const { bq, bkv, topK } = z.blocks[dtype];
+      make(
+        `attend (${tag})`,
+        { q: qS, k: kS, v: kS },
+        [{ op: 'attend', out: 'o', lse: 'l', spec, q: 'q', k: 'k', v: 'v' }],
+        ['o', 'l'],
+        tol,
+        { q: 2, k: 2 },
+      );
+      if (dtype === 'f32')
+        make(
+          `compressed (${tag})`,
+          { q: qS, k: [B, HK, Math.ceil(S / bkv), d], v: [B, HK, Math.ceil(S / bkv), d] },
+          [
+            {
+              op: 'compressed',
+              out: 'o',
+              lse: 'l',
+              q: 'q',
+              k: 'k',
+              v: 'v',
+              block: bkv,
+              seqKV: S,
+              causal: isCausal,
+              scale: spec.scale,
+            },
+          ],
+          ['o', 'l'],
+          tol,
+          { q: 2, k: 2 },
+        );
+      const selected = (mode: 'exclude' | 'only'): ProgramStep[] => [
+        { op: 'pool', out: 'qp', x: 'q', block: bq },
+        { op: 'pool', out: 'kp', x: 'k', block: bkv },
+        { op: 'pool', out: 'vp', x: 'v', block: bkv },
+        {
+          op: 'select',
+          out: 'sel',
+          q: 'qp',
+          k: 'kp',
+          spec,
+          blockQ: bq,
+          blockKV: bkv,
+          topK,
+          local: 1,
+        },
+        { op: 'attend', out: 'o1', lse: 'l1', spec, q: 'q', k: 'k', v: 'v', selection: 'sel' },
+        {
+          op: 'compressed',
+          out: 'o2',
+          lse: 'l2',
+          q: 'q',
+          k: 'kp',
+          v: 'vp',
+          block: bkv,
+          seqKV: S,
+          causal: isCausal,
+          scale: spec.scale,
+          selection: 'sel',
+          selectionMode: mode,
+        },
+      ];
+      make(
+        `program: pool → select → attend(selection) + compressed(exclude) → merge; gate (${tag})`,
+        {
+          q: qS,
+          k: kS,
+          v: kS,
+          gw: [1, 2, H, d],
+          gb: [1, 1, 2, H],
+        },
+        [
+          ...selected('exclude'),
+          {
+            op: 'merge',
+            out: 'o',
+            lse: 'l',
+            branches: [
+              { out: 'o1', lse: 'l1' },
+              { out: 'o2', lse: 'l2' },
+            ],
+          },
+          { op: 'gate', out: 'g', x: 'q', weight: 'gw', bias: 'gb', branches: ['o1', 'o2'] },
+        ],
+        ['o', 'l', 'g', 'l1'],
+        tol,
+        { q: 2, k: 2 },
+      );
+      if (dtype === 'f32')
+        make(
+          `program: select → compressed(only) (${tag})`,
+          { q: qS, k: kS, v: kS },
+          selected('only'),
+          ['o2', 'l2'],
+          tol,
+          { q: 2, k: 2 },
+        );
+    }
+  }
+  const linear = defineAttention({
+    batch: B,
+    headsQ: H,
+    headsKV: HK,
+    seqQ: S,
+    headDim: D,
+    kernel: { type: 'linear', featureMap: 'elu+1' },
+  });
+  make(
+    'attend (linear elu+1, GQA)',
+    { q: x, k: [B, HK, S, D], v: [B, HK, S, D] },
+    [{ op: 'attend', out: 'o', lse: 'l', spec: linear, q: 'q', k: 'k', v: 'v' }],
+    ['o'],
+    1e-3,
+  );
+  return cases;
+}
+
+/** Runs one case on `backend` and on `reference`, comparing every output. */
+export async function checkProgram(
+  backend: ProgramBackend,
+  reference: ProgramBackend,
+  c: ProgramCase,
+): Promise<ProgramCheck> {
+  try {
+    const got = await runProgram(backend, c.program, c.inputs);
+    const want = await runProgram(reference, c.program, c.inputs);
+    let worst = 0;
+    const problems: string[] = [];
+    for (const name of c.program.outputs) {
+      const g = got.outputs[name] as Float32Array;
+      const w = want.outputs[name] as Float32Array;
+      if (g.length !== w.length) problems.push(`${name}: ${g.length} values, want ${w.length}`);
+      for (let i = 0; i < w.length; i++) {
+        const a = g[i] as number;
+        const b = w[i] as number;
+        if (b === Number.NEGATIVE_INFINITY || a === Number.NEGATIVE_INFINITY || Number.isNaN(a)) {
+          if (a !== b) {
+            problems.push(`${name}[${i}] = ${a}, want ${b}`);
+            worst = Number.POSITIVE_INFINITY;
+            break;
+          }
+          continue;
+        }
+        const e = Math.abs(a - b) / (c.tol * (1 + Math.abs(b)));
+        if (e > worst) worst = e;
+        if (e > 1 && problems.length < 4) problems.push(`${name}[${i}] = ${a}, want ${b}`);
+      }
+    }
+    const pass = problems.length === 0;
+    return {
+      name: c.name,
+      pass,
+      worst,
+      message: pass ? `worst ${worst.toPrecision(2)}× tolerance` : problems.slice(0, 4).join('; '),
+    };
+  } catch (e) {
+    return { name: c.name, pass: false, worst: Number.NaN, message: (e as Error).message };
+  }
+}
+
+/** `run.mjs --programs`: every device-size case vs cpu; a table, `$OUT/cuda-programs.json`, exit 1 on a failure. */
+export async function runProgramChecks(
+  cuda: CudaBackend,
+  outDir: string | null,
+  started: number,
+): Promise<number> {
+  const cpu = await createCpuBackend();
+  const results: ProgramCheck[] = [];
+  for (const c of programCases('device')) {
+    const t = performance.now();
+    const r = await checkProgram(cuda, cpu, c);
+    results.push(r);
+    console.log(
+      `[cuda-bench] ${r.pass ? 'pass' : 'FAIL'} ${c.name}: ${r.message} (${((performance.now() - t) / 1e3).toFixed(1)} s)`,
+    );
+  }
+  await cpu.dispose();
+  await cuda.dispose();
+  const failed = results.filter((r) => !r.pass).length;
+  if (outDir) {
+    mkdirSync(outDir, { recursive: true });
+    writeFileSync(
+      join(outDir, 'cuda-programs.json'),
+      JSON.stringify({ device: cuda.device, results }, null, 2),
+    );
+  }
+  console.log(
+    `\n## @tessera/cuda programs on ${cuda.device}: ${results.length - failed}/${results.length} pass (${((performance.now() - started) / 1e3).toFixed(1)} s)\n`,
+  );
+  console.log('| case | status | worst error / tolerance | notes |');
+  console.log('|---|---|---|---|');
+  for (const r of results)
+    console.log(
+      `| ${r.name} | ${r.pass ? 'pass' : 'FAIL'} | ${Number.isFinite(r.worst) ? r.worst.toPrecision(2) : '–'} | ${r.pass ? '' : r.message} |`,
+    );
+  return failed > 0 ? 1 : 0;
+}

@@ -1,0 +1,206 @@
+/**
+ * CUDA C++ for the program steps that pick or attend to blocks: `select` (top-k blocks by q·k,
+ * written as the entries of a CSR block layout the flash kernels walk) and `compressed` (softmax
+ * over block summaries). One warp per row in both.
+ */
+import type { CompressedStep, SelectStep } from '@tessera/core';
+import { floatLiteral } from '../expr-cuda.js';
+import { type ProgramKernel, programKernel, ptr } from './emit.js';
+
+const WARPS = 8; // rows per 256-thread block
+
+/**
+ * Select: one warp per (batch, query head, query block). The candidates are the row of the spec's
+ * static layout (`row_start`/`kv_blocks`, slice by b/h as the layout has them); lanes score them
+ * (f64 sums of exact f32 products, rounded to f32, as the cpu reference) into `scores` at the row's
+ * `score_base`. A candidate is kept when it meets the local window or when fewer than `take`
+ * unforced candidates beat it (higher score, or equal with a lower block). Kept blocks go to
+ * `sel_blocks` from `sel_start[row]` in ascending order (a ballot prefix count per 32 candidates);
+ * the row starts are data-independent and come from the host.
+ */
+export function emitSelect(
+  step: SelectStep,
+  slices: { batches: number; heads: number },
+): ProgramKernel {
+  const { spec, blockQ, blockKV, topK, local } = step;
+  const NQ = Math.ceil(spec.seqQ / blockQ);
+  const NK = Math.ceil(spec.seqKV / blockKV);
+  const rows = spec.batch * spec.headsQ * NQ;
+  const body = `  const int row = (int)blockIdx.x * WARPS + (int)(threadIdx.x >> 5);  // (b, h, qb)
+  if (row >= ROWS) return;  // whole warps leave together
+  const int lane = threadIdx.x & 31;
+  const int qb = row % NQ, h = (row / NQ) % H, b = row / (NQ * H), hk = h / GROUP;
+  const int srow = ((LB == 1 ? 0 : b) * LH + (LH == 1 ? 0 : h)) * NQ + qb;
+  const int c0 = p.row_start[srow], n = p.row_start[srow + 1] - c0;
+  const int* cand = p.kv_blocks + c0;
+  float* sc = p.scores + p.score_base[row];
+  const float* qr = p.q + (long long)row * D;
+  const float* kb = p.k + (long long)(b * HK + hk) * NK * D;
+  for (int i = lane; i < n; i += 32) {
+    const float* kr = kb + (long long)cand[i] * D;
+    double s = 0.0;
+    for (int d = 0; d < D; ++d) s += (double)qr[d] * (double)kr[d];
+    sc[i] = (float)s;
+  }
+  __syncwarp();
+  // forced: the candidates meeting keys [qb*BQ - (LOCAL-1)*BKV, (qb+1)*BQ)
+  const int lo = qb * BQ - (LOCAL - 1) * BKV, hi = (qb + 1) * BQ;
+  int forced = 0;
+  for (int base = 0; base < n; base += 32) {
+    const int i = base + lane;
+    const bool f = LOCAL > 0 && i < n && cand[i] * BKV < hi && (cand[i] + 1) * BKV > lo;
+    forced += __popc(__ballot_sync(0xffffffffu, f));
+  }
+  const int take = min(TOPK, n) - forced;
+  int* out = p.sel_blocks + p.sel_start[row];
+  int written = 0;
+  for (int base = 0; base < n; base += 32) {
+    const int i = base + lane;
+    bool keep = false;
+    if (i < n) {
+      const int j = cand[i];
+      if (LOCAL > 0 && j * BKV < hi && (j + 1) * BKV > lo) {
+        keep = true;
+      } else {
+        const float s = sc[i];
+        int rank = 0;
+        for (int t = 0; t < n && rank < take; ++t) {
+          const int jt = cand[t];
+          if (t == i || (LOCAL > 0 && jt * BKV < hi && (jt + 1) * BKV > lo)) continue;
+          const float st = sc[t];
+          rank += (st > s || (st == s && t < i)) ? 1 : 0;
+        }
+        keep = rank < take;
+      }
+    }
+    const unsigned kept = __ballot_sync(0xffffffffu, keep);
+    if (keep) out[written + __popc(kept & ((1u << lane) - 1u))] = cand[i];
+    written += __popc(kept);
+  }`;
+  return programKernel(
+    'select',
+    'tsr_select',
+    [
+      ptr('q'),
+      ptr('k'),
+      ptr('row_start', 'const int*'),
+      ptr('kv_blocks', 'const int*'),
+      ptr('score_base', 'const int*'),
+      ptr('scores', 'float*'),
+      ptr('sel_start', 'const int*'),
+      ptr('sel_blocks', 'int*'),
+    ],
+    [
+      `constexpr int WARPS = ${WARPS};`,
+      `constexpr int H = ${spec.headsQ}, HK = ${spec.headsKV}, GROUP = ${spec.headsQ / spec.headsKV}, D = ${spec.headDim};`,
+      `constexpr int NQ = ${NQ}, NK = ${NK}, BQ = ${blockQ}, BKV = ${blockKV}, TOPK = ${topK}, LOCAL = ${local};`,
+      `constexpr int LB = ${slices.batches}, LH = ${slices.heads};  // slices of the static layout`,
+      `constexpr int ROWS = ${rows};`,
+    ],
+    body,
+    rows,
+    32,
+  );
+}
+
+/** What a compressed kernel needs to know about the selection it reads, if any. */
+export interface SelectionShape {
+  readonly mode: 'exclude' | 'only';
+  readonly blockQ: number;
+  readonly numQBlocks: number;
+}
+
+/**
+ * Compressed: one warp per query row. Lanes split the q·k_j dot product and own output columns
+ * lane, lane + 32, ...; the score of summary j is scale·q·k_j + ln n_j; causal keeps the blocks strictly
+ * before the query's own block (j < ⌊i / block⌋); a selection row (ascending) is walked alongside j.
+ */
+export function emitCompressed(
+  step: CompressedStep,
+  q: readonly [number, number, number, number],
+  k: readonly [number, number, number, number],
+  dv: number,
+  selection: SelectionShape | null,
+): ProgramKernel {
+  const [B, H, N, D] = q;
+  const HK = k[1];
+  const NB = k[2];
+  const rows = B * H * N;
+  const mode = selection === null ? 0 : selection.mode === 'exclude' ? 1 : 2;
+  const body = `  const long long row = (long long)blockIdx.x * WARPS + (threadIdx.x >> 5);  // (b, h, i)
+  if (row >= ROWS) return;
+  const int lane = threadIdx.x & 31;
+  const int i = (int)(row % N), h = (int)((row / N) % H), b = (int)(row / ((long long)N * H));
+  const int hk = h / GROUP;
+  float qv[QC];
+  #pragma unroll
+  for (int c = 0; c < QC; ++c) qv[c] = c * 32 + lane < D ? p.q[row * D + c * 32 + lane] : 0.f;
+  const float* kb = p.k + (long long)(b * HK + hk) * NB * D;
+  const float* vb = p.v + (long long)(b * HK + hk) * NB * DV;
+${
+  mode
+    ? `  const int srow = (b * H + h) * SEL_NQ + i / SEL_BQ;
+  int e = p.sel_start[srow];
+  const int e1 = p.sel_start[srow + 1];
+`
+    : ''
+}  float m = TSR_NEG_INF, l = 0.f, acc[VC];
+  #pragma unroll
+  for (int c = 0; c < VC; ++c) acc[c] = 0.f;
+  for (int j = 0; j < NB; ++j) {
+    if (CAUSAL && j >= i / BLOCK) break;  // only blocks strictly before the query's own
+${
+  mode
+    ? `    while (e < e1 && p.sel_blocks[e] < j) ++e;
+    const bool chosen = e < e1 && p.sel_blocks[e] == j;
+    if (${mode === 1 ? 'chosen' : '!chosen'}) continue;
+`
+    : ''
+}    float dot = 0.f;
+    #pragma unroll
+    for (int c = 0; c < QC; ++c) if (c * 32 + lane < D) dot = fmaf(qv[c], kb[(long long)j * D + c * 32 + lane], dot);
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    const float s = fmaf(dot, SCALE, logf((float)min(BLOCK, SEQKV - j * BLOCK)));
+    const float mn = fmaxf(m, s);
+    const float corr = expf(m - mn);  // m = -inf at first: 0
+    const float pr = expf(s - mn);
+    l = fmaf(l, corr, pr);
+    #pragma unroll
+    for (int c = 0; c < VC; ++c)
+      if (c * 32 + lane < DV) acc[c] = fmaf(acc[c], corr, pr * vb[(long long)j * DV + c * 32 + lane]);
+    m = mn;
+  }
+  const float inv = l > 0.f ? 1.f / l : 0.f;
+  #pragma unroll
+  for (int c = 0; c < VC; ++c)
+    if (c * 32 + lane < DV) p.out[row * DV + c * 32 + lane] = acc[c] * inv;
+${step.lse !== undefined ? '  if (lane == 0) p.lse[row] = l > 0.f ? m + logf(l) : TSR_NEG_INF;\n' : ''}`;
+  return programKernel(
+    `compressed${selection ? ` (selection: ${selection.mode})` : ''}`,
+    'tsr_compressed',
+    [
+      ptr('q'),
+      ptr('k'),
+      ptr('v'),
+      ...(mode ? [ptr('sel_start', 'const int*'), ptr('sel_blocks', 'const int*')] : []),
+      ptr('out', 'float*'),
+      ...(step.lse !== undefined ? [ptr('lse', 'float*')] : []),
+    ],
+    [
+      `constexpr int WARPS = ${WARPS};`,
+      `constexpr int H = ${H}, HK = ${HK}, GROUP = ${H / HK}, N = ${N}, D = ${D}, DV = ${dv};`,
+      `constexpr int QC = ${Math.ceil(D / 32)}, VC = ${Math.ceil(dv / 32)};  // columns per lane`,
+      `constexpr int NB = ${NB}, BLOCK = ${step.block}, SEQKV = ${step.seqKV};`,
+      `constexpr bool CAUSAL = ${step.causal};`,
+      `constexpr float SCALE = ${floatLiteral(step.scale)};`,
+      ...(selection
+        ? [`constexpr int SEL_BQ = ${selection.blockQ}, SEL_NQ = ${selection.numQBlocks};`]
+        : []),
+      `constexpr long long ROWS = ${rows}LL;`,
+    ],
+    body,
+    rows,
+    32,
+  );
+}

@@ -1,0 +1,521 @@
+/**
+ * ProgramOps for the CUDA backend: program tensors are f32 device buffers in [batch, heads, rows,
+ * cols] order and stay on the device between steps; selections are CSR block layouts on the device
+ * (row starts from the host, entries from the select kernel) in the format the flash kernels walk.
+ */
+import {
+  type AttendStep,
+  type AttentionSpec,
+  type BlockLayout,
+  blockLayout,
+  type CompressedStep,
+  ceilDiv,
+  InputError,
+  type ProgramOps,
+  type ProgramStep,
+  type SelectStep,
+  type Shape,
+  type StepEnv,
+  tensorSizes,
+  UnsupportedError,
+} from '@tessera/core';
+import type { CudaBackend } from '../backend.js';
+import { type CudaModuleSource, emitCuda, launchGeometry, packParams } from '../emit/index.js';
+import { native } from '../errors.js';
+import type { DeviceBuffer } from '../runtime/device.js';
+import {
+  emitConvert,
+  emitDense,
+  emitGate,
+  emitMerge,
+  emitPool,
+  emitProject,
+  type ProgramKernel,
+} from './emit.js';
+import { emitCompressed, emitSelect } from './emit-attention.js';
+
+export interface CudaTensorValue {
+  readonly kind: 'tensor';
+  readonly shape: Shape;
+  readonly buffer: DeviceBuffer;
+}
+
+/** A selection: `layout` is its host shape and row starts (entries only on the device). */
+export interface CudaSelectionValue {
+  readonly kind: 'selection';
+  readonly step: SelectStep;
+  readonly layout: BlockLayout;
+  readonly rowStart: DeviceBuffer;
+  readonly kvBlocks: DeviceBuffer;
+  readonly full: DeviceBuffer;
+}
+
+export type CudaValue = CudaTensorValue | CudaSelectionValue;
+
+/** What `select` reuses between runs for one spec and block shape: the candidate layout, scratch. */
+interface SelectPlan {
+  readonly kernel: ProgramKernel;
+  readonly rowStart: Int32Array;
+  readonly buffers: readonly DeviceBuffer[];
+  readonly ptrs: Readonly<Record<string, bigint>>;
+}
+
+type Launchable = Pick<CudaModuleSource, 'source' | 'kernels'>;
+const elements = (s: Shape): number => s[0] * s[1] * s[2] * s[3];
+
+/** The program steps on one CudaBackend; created by the backend as `backend.program`. */
+export class CudaProgramOps implements ProgramOps<CudaValue> {
+  private readonly plans = new Map<AttentionSpec, Map<string, Promise<SelectPlan>>>();
+  private readonly captured = new Map<AttentionSpec, Promise<DeviceBuffer[]>>();
+  private disposed = false;
+
+  constructor(private readonly backend: CudaBackend) {}
+
+  async upload(data: Float32Array, shape: Shape): Promise<CudaValue> {
+    if (!(data instanceof Float32Array) || data.length !== elements(shape))
+      throw new InputError(`upload: expected a Float32Array of ${elements(shape)} elements`);
+    const buffer = this.alloc(data.byteLength);
+    try {
+      await this.backend.cuda.upload(buffer, data);
+    } catch (e) {
+      buffer.release();
+      throw e;
+    }
+    return { kind: 'tensor', shape, buffer };
+  }
+
+  async download(value: CudaValue): Promise<Float32Array> {
+    if (value.kind !== 'tensor') throw new InputError('only tensors can be downloaded');
+    const out = new Float32Array(elements(value.shape));
+    await this.backend.cuda.download(value.buffer, out);
+    return out;
+  }
+
+  bytes(value: CudaValue): number {
+    if (value.kind === 'tensor') return value.buffer.bytes;
+    return value.rowStart.bytes + value.kvBlocks.bytes + value.full.bytes;
+  }
+
+  free(value: CudaValue): void {
+    if (value.kind === 'tensor') value.buffer.release();
+    else for (const b of [value.rowStart, value.kvBlocks, value.full]) b.release();
+  }
+
+  async step(step: ProgramStep, env: StepEnv<CudaValue>): Promise<Record<string, CudaValue>> {
+    switch (step.op) {
+      case 'pool': {
+        const x = this.tensor(env, step.x);
+        const k = emitPool(x.shape, step.block, step.weights !== undefined);
+        const out = this.output(env, step.out);
+        await this.launch(k, {
+          x: x.buffer.ptr,
+          ...(step.weights !== undefined ? { w: this.tensor(env, step.weights).buffer.ptr } : {}),
+          out: out.buffer.ptr,
+        });
+        return { [step.out]: out };
+      }
+      case 'project': {
+        const x = this.tensor(env, step.x);
+        const m = this.tensor(env, step.matrix);
+        const out = this.output(env, step.out);
+        await this.launch(emitProject(x.shape, m.shape[2]), {
+          x: x.buffer.ptr,
+          matrix: m.buffer.ptr,
+          out: out.buffer.ptr,
+        });
+        return { [step.out]: out };
+      }
+      case 'dense': {
+        const x = this.tensor(env, step.x);
+        const w = this.tensor(env, step.weight);
+        const out = this.output(env, step.out);
+        const k = emitDense(
+          x.shape,
+          w.shape[3],
+          step.bias !== undefined,
+          step.activation === 'relu',
+        );
+        await this.launch(k, {
+          x: x.buffer.ptr,
+          weight: w.buffer.ptr,
+          ...(step.bias !== undefined ? { bias: this.tensor(env, step.bias).buffer.ptr } : {}),
+          out: out.buffer.ptr,
+        });
+        return { [step.out]: out };
+      }
+      case 'merge': {
+        const out = this.output(env, step.out);
+        const lse = step.lse !== undefined ? this.output(env, step.lse) : null;
+        const values: Record<string, bigint> = { out: out.buffer.ptr };
+        step.branches.forEach((br, i) => {
+          values[`o${i}`] = this.tensor(env, br.out).buffer.ptr;
+          values[`l${i}`] = this.tensor(env, br.lse).buffer.ptr;
+        });
+        if (lse) values.lse = lse.buffer.ptr;
+        await this.launch(emitMerge(out.shape, step.branches.length, lse !== null), values);
+        return { [step.out]: out, ...(lse && step.lse ? { [step.lse]: lse } : {}) };
+      }
+      case 'gate': {
+        const x = this.tensor(env, step.x);
+        const out = this.output(env, step.out);
+        const values: Record<string, bigint> = {
+          x: x.buffer.ptr,
+          weight: this.tensor(env, step.weight).buffer.ptr,
+          bias: this.tensor(env, step.bias).buffer.ptr,
+          out: out.buffer.ptr,
+        };
+        step.branches.forEach((br, i) => {
+          values[`br${i}`] = this.tensor(env, br).buffer.ptr;
+        });
+        await this.launch(emitGate(out.shape, x.shape[3], step.branches.length), values);
+        return { [step.out]: out };
+      }
+      case 'select':
+        return { [step.out]: await this.select(step, env) };
+      case 'attend':
+        return this.attend(step, env);
+      case 'compressed':
+        return this.compressed(step, env);
+      default:
+        throw new UnsupportedError(
+          `cuda: program op '${String((step as { op: unknown }).op)}' is not supported`,
+        );
+    }
+  }
+
+  /** Frees the select plans and captured tensors (the backend unloads the modules). */
+  async dispose(): Promise<void> {
+    this.disposed = true;
+    const plans = [...this.plans.values()].flatMap((m) => [...m.values()]);
+    for (const p of plans) for (const b of (await p.catch(() => null))?.buffers ?? []) b.release();
+    for (const c of this.captured.values()) for (const b of await c.catch(() => [])) b.release();
+    this.plans.clear();
+    this.captured.clear();
+  }
+
+  // ------------------------------------------------------------------ steps
+
+  private async select(step: SelectStep, env: StepEnv<CudaValue>): Promise<CudaSelectionValue> {
+    const q = this.tensor(env, step.q);
+    const k = this.tensor(env, step.k);
+    const plan = await this.selectPlan(step);
+    const { spec, blockQ, blockKV } = step;
+    const total = plan.rowStart[plan.rowStart.length - 1] as number;
+    const owned: DeviceBuffer[] = [];
+    try {
+      const rowStart = this.alloc(plan.rowStart.byteLength);
+      owned.push(rowStart);
+      await this.backend.cuda.upload(rowStart, plan.rowStart);
+      const kvBlocks = this.alloc(4 * total);
+      owned.push(kvBlocks);
+      const full = this.alloc(total); // every selected block is partial: the mask applies
+      owned.push(full);
+      this.backend.cuda.fill(full, 0);
+      await this.launch(plan.kernel, {
+        ...plan.ptrs,
+        q: q.buffer.ptr,
+        k: k.buffer.ptr,
+        sel_start: rowStart.ptr,
+        sel_blocks: kvBlocks.ptr,
+      });
+      const layout: BlockLayout = {
+        seqQ: spec.seqQ,
+        seqKV: spec.seqKV,
+        blockQ,
+        blockKV,
+        numQBlocks: ceilDiv(spec.seqQ, blockQ),
+        numKVBlocks: ceilDiv(spec.seqKV, blockKV),
+        batches: spec.batch,
+        heads: spec.headsQ,
+        rowStart: plan.rowStart,
+        kvBlocks: new Int32Array(0),
+        full: new Uint8Array(0),
+      };
+      return { kind: 'selection', step, layout, rowStart, kvBlocks, full };
+    } catch (e) {
+      for (const b of owned) b.release();
+      throw e;
+    }
+  }
+
+  /** Candidate layout on the device, score scratch and row starts for one select configuration. */
+  private selectPlan(step: SelectStep): Promise<SelectPlan> {
+    const key = `${step.blockQ}x${step.blockKV}|${step.topK}|${step.local}`;
+    let perSpec = this.plans.get(step.spec);
+    if (!perSpec) {
+      perSpec = new Map();
+      this.plans.set(step.spec, perSpec);
+    }
+    let plan = perSpec.get(key);
+    if (!plan) {
+      plan = this.buildSelectPlan(step);
+      perSpec.set(key, plan);
+      plan.catch(() => perSpec?.delete(key));
+    }
+    return plan;
+  }
+
+  private async buildSelectPlan(step: SelectStep): Promise<SelectPlan> {
+    const { spec, blockQ, blockKV, topK } = step;
+    const stat = blockLayout(spec, { blockQ, blockKV });
+    const nq = stat.numQBlocks;
+    const rows = spec.batch * spec.headsQ * nq;
+    const rowStart = new Int32Array(rows + 1);
+    const scoreBase = new Int32Array(rows + 1);
+    for (let b = 0; b < spec.batch; b++) {
+      for (let h = 0; h < spec.headsQ; h++) {
+        const slice = (stat.batches === 1 ? 0 : b) * stat.heads + (stat.heads === 1 ? 0 : h);
+        for (let qb = 0; qb < nq; qb++) {
+          const r = (b * spec.headsQ + h) * nq + qb;
+          const sr = slice * nq + qb;
+          const n = (stat.rowStart[sr + 1] as number) - (stat.rowStart[sr] as number);
+          rowStart[r + 1] = (rowStart[r] as number) + Math.min(topK, n);
+          scoreBase[r + 1] = (scoreBase[r] as number) + n;
+        }
+      }
+    }
+    const buffers: DeviceBuffer[] = [];
+    const put = async (data: Int32Array): Promise<DeviceBuffer> => {
+      const b = this.alloc(data.byteLength);
+      buffers.push(b);
+      await this.backend.cuda.upload(b, data);
+      return b;
+    };
+    try {
+      const kernel = emitSelect(step, { batches: stat.batches, heads: stat.heads });
+      const rs = await put(stat.rowStart);
+      const kb = await put(stat.kvBlocks);
+      const base = await put(scoreBase);
+      const scores = this.alloc(4 * (scoreBase[rows] as number));
+      buffers.push(scores);
+      return {
+        kernel,
+        rowStart,
+        buffers,
+        ptrs: { row_start: rs.ptr, kv_blocks: kb.ptr, score_base: base.ptr, scores: scores.ptr },
+      };
+    } catch (e) {
+      for (const b of buffers) b.release();
+      throw e;
+    }
+  }
+
+  private async attend(
+    step: AttendStep,
+    env: StepEnv<CudaValue>,
+  ): Promise<Record<string, CudaValue>> {
+    const { spec } = step;
+    const inputs = [step.q, step.k, step.v].map((n) => this.tensor(env, n));
+    const sel = step.selection === undefined ? null : this.selection(env, step.selection);
+    const sizes = tensorSizes(spec);
+    const half = spec.dtype === 'f32' ? null : spec.dtype;
+    const temps: DeviceBuffer[] = [];
+    const out = this.output(env, step.out);
+    const lse = this.alloc(4 * sizes.lse);
+    try {
+      // 16-bit specs: the kernels read q, k, v and write out in the spec's dtype.
+      const ptrs: bigint[] = [];
+      for (const t of inputs) {
+        if (!half) {
+          ptrs.push(t.buffer.ptr);
+          continue;
+        }
+        const n = elements(t.shape);
+        const h = this.alloc(2 * n);
+        temps.push(h);
+        await this.launch(emitConvert(half, n, true), { src: t.buffer.ptr, dst: h.ptr });
+        ptrs.push(h.ptr);
+      }
+      let outPtr = out.buffer.ptr;
+      if (half) {
+        const h = this.alloc(2 * sizes.out);
+        temps.push(h);
+        outPtr = h.ptr;
+      }
+      const [q, k, v] = ptrs as [bigint, bigint, bigint];
+      if (sel) await this.attendSelected(step, sel, q, k, v, outPtr, lse.ptr);
+      else (await this.backend.prepare(spec)).launch(q, k, v, outPtr, lse.ptr);
+      if (half)
+        await this.launch(emitConvert(half, sizes.out, false), {
+          src: outPtr,
+          dst: out.buffer.ptr,
+        });
+    } catch (e) {
+      out.buffer.release();
+      lse.release();
+      throw e;
+    } finally {
+      // Later work on the default stream is ordered after these launches, so reuse is safe.
+      for (const t of temps) t.release();
+    }
+    const res: Record<string, CudaValue> = { [step.out]: out };
+    if (step.lse !== undefined)
+      res[step.lse] = { kind: 'tensor', shape: env.shape(step.lse), buffer: lse };
+    else lse.release();
+    return res;
+  }
+
+  /** The spec's flash kernel at the selection's block shape, walking the selection's layout. */
+  private async attendSelected(
+    step: AttendStep,
+    sel: CudaSelectionValue,
+    q: bigint,
+    k: bigint,
+    v: bigint,
+    out: bigint,
+    lse: bigint,
+  ): Promise<void> {
+    const { spec } = step;
+    const { blockQ, blockKV } = sel.step;
+    let module: CudaModuleSource;
+    try {
+      module = emitCuda(spec, { blockQ, blockKV });
+    } catch (e) {
+      if (e instanceof UnsupportedError)
+        throw new UnsupportedError(
+          `cuda: attend '${step.out}' cannot walk selection '${step.selection}' (blocks ${blockQ}×${blockKV}): ${e.message}`,
+        );
+      throw e;
+    }
+    if (spec.batch > 65535 || spec.headsQ > 65535)
+      throw new UnsupportedError(
+        `cuda: batch and headsQ must be at most 65535 (got ${spec.batch}, ${spec.headsQ})`,
+      );
+    const label = `${spec.hash}-${module.path}-${blockQ}x${blockKV}-selected`;
+    const { functions } = await this.backend.loadModule(module, label);
+    const entry = module.kernels[0];
+    const fn = functions[0];
+    if (!entry || fn === undefined) throw new Error('softmax module has no kernel');
+    const captured = await this.capturedOf(spec);
+    const geometry = launchGeometry(spec, module, sel.layout);
+    let order: DeviceBuffer | null = null;
+    try {
+      const values: Record<string, bigint | number> = {
+        q,
+        k,
+        v,
+        out,
+        lse,
+        row_start: sel.rowStart.ptr,
+        kv_blocks: sel.kvBlocks.ptr,
+        full: sel.full.ptr,
+        layout_batches: sel.layout.batches,
+        layout_heads: sel.layout.heads,
+      };
+      captured.forEach((b, i) => {
+        values[`t${i}`] = b.ptr;
+      });
+      if (geometry.order) {
+        order = this.alloc(geometry.order.byteLength);
+        await this.backend.cuda.upload(order, geometry.order);
+        values.q_order = order.ptr;
+      }
+      const params = packParams(entry.params, values);
+      native(() =>
+        this.backend.cuda.addon.launch(
+          fn,
+          geometry.grid,
+          [entry.threads, 1, 1],
+          entry.dynamicSharedBytes,
+          0n,
+          params,
+        ),
+      );
+    } finally {
+      (order as DeviceBuffer | null)?.release();
+    }
+  }
+
+  private async compressed(
+    step: CompressedStep,
+    env: StepEnv<CudaValue>,
+  ): Promise<Record<string, CudaValue>> {
+    const q = this.tensor(env, step.q);
+    const k = this.tensor(env, step.k);
+    const v = this.tensor(env, step.v);
+    const sel = step.selection === undefined ? null : this.selection(env, step.selection);
+    const kernel = emitCompressed(
+      step,
+      q.shape,
+      k.shape,
+      v.shape[3],
+      sel
+        ? {
+            mode: step.selectionMode ?? 'exclude',
+            blockQ: sel.layout.blockQ,
+            numQBlocks: sel.layout.numQBlocks,
+          }
+        : null,
+    );
+    const out = this.output(env, step.out);
+    const lse = step.lse !== undefined ? this.output(env, step.lse) : null;
+    try {
+      await this.launch(kernel, {
+        q: q.buffer.ptr,
+        k: k.buffer.ptr,
+        v: v.buffer.ptr,
+        ...(sel ? { sel_start: sel.rowStart.ptr, sel_blocks: sel.kvBlocks.ptr } : {}),
+        out: out.buffer.ptr,
+        ...(lse ? { lse: lse.buffer.ptr } : {}),
+      });
+    } catch (e) {
+      out.buffer.release();
+      lse?.buffer.release();
+      throw e;
+    }
+    return { [step.out]: out, ...(lse && step.lse ? { [step.lse]: lse } : {}) };
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  private alloc(bytes: number): DeviceBuffer {
+    if (this.disposed) throw new InputError('cuda backend used after dispose()');
+    return this.backend.cuda.pool.alloc(Math.max(4, bytes));
+  }
+
+  private tensor(env: StepEnv<CudaValue>, name: string): CudaTensorValue {
+    const v = env.get(name);
+    if (v.kind !== 'tensor') throw new InputError(`'${name}' is a selection, not a tensor`);
+    return v;
+  }
+
+  private selection(env: StepEnv<CudaValue>, name: string): CudaSelectionValue {
+    const v = env.get(name);
+    if (v.kind !== 'selection') throw new InputError(`'${name}' is not a selection`);
+    return v;
+  }
+
+  /** A new f32 tensor for `name` (its shape from the program). */
+  private output(env: StepEnv<CudaValue>, name: string): CudaTensorValue {
+    const shape = env.shape(name);
+    return { kind: 'tensor', shape, buffer: this.alloc(4 * elements(shape)) };
+  }
+
+  private capturedOf(spec: AttentionSpec): Promise<DeviceBuffer[]> {
+    let c = this.captured.get(spec);
+    if (!c) {
+      c = (async () => {
+        const bs: DeviceBuffer[] = [];
+        for (const t of spec.tensors) {
+          const b = this.alloc(t.data.byteLength);
+          bs.push(b);
+          await this.backend.cuda.upload(b, t.data);
+        }
+        return bs;
+      })();
+      this.captured.set(spec, c);
+    }
+    return c;
+  }
+
+  /** Compiles (cached), loads and launches a program kernel on the default stream. */
+  private async launch(k: ProgramKernel, values: Record<string, bigint | number>): Promise<void> {
+    const module: Launchable = { source: k.source, kernels: [k.entry] };
+    const { functions } = await this.backend.loadModule(module, k.entry.name);
+    const fn = functions[0] as bigint;
+    const params = packParams(k.entry.params, values);
+    native(() =>
+      this.backend.cuda.addon.launch(fn, k.grid, [k.entry.threads, 1, 1], 0, 0n, params),
+    );
+  }
+}

@@ -1,0 +1,137 @@
+// The generated CUDA C++ of the program kernels, pinned by snapshots (deterministic, readable),
+// plus what the generator promises: shapes baked in, one thread/warp per item, the grid covering
+// the work. The kernels' behaviour is checked by program-emulate.test.ts.
+import { defineAttention, defineProgram, type SelectStep } from '@tessera/core';
+import { causal } from '@tessera/patterns';
+import { describe, expect, it } from 'vitest';
+import {
+  emitConvert,
+  emitDense,
+  emitGate,
+  emitMerge,
+  emitPool,
+  emitProject,
+  PROGRAM_THREADS,
+} from '../src/program/emit.js';
+import { emitCompressed, emitSelect } from '../src/program/emit-attention.js';
+import { compileWithNvcc, findNvcc } from '../src/runtime/compiler.js';
+
+const spec = defineAttention({
+  batch: 2,
+  headsQ: 4,
+  headsKV: 2,
+  seqQ: 75,
+  headDim: 16,
+  mask: causal(),
+});
+const program = defineProgram({
+  inputs: { qp: [2, 4, 5, 16], kp: [2, 2, 3, 16], q: [2, 4, 75, 16] },
+  steps: [
+    { op: 'select', out: 's', q: 'qp', k: 'kp', spec, blockQ: 16, blockKV: 32, topK: 2, local: 1 },
+    {
+      op: 'compressed',
+      out: 'o',
+      lse: 'l',
+      q: 'q',
+      k: 'kp',
+      v: 'kp',
+      block: 32,
+      seqKV: 75,
+      causal: true,
+      scale: 0.25,
+      selection: 's',
+      selectionMode: 'exclude',
+    },
+  ],
+  outputs: ['o', 'l'],
+});
+const select = program.steps[0] as SelectStep;
+const compressed = program.steps[1] as Extract<
+  (typeof program.steps)[number],
+  { op: 'compressed' }
+>;
+
+const kernels = {
+  'pool (weighted)': emitPool([2, 4, 75, 16], 16, true),
+  'pool (mean)': emitPool([2, 4, 75, 16], 7, false),
+  project: emitProject([2, 2, 75, 16], 12),
+  'dense (bias, relu)': emitDense([2, 4, 75, 16], 24, true, true),
+  merge: emitMerge([2, 4, 75, 16], 3, true),
+  gate: emitGate([2, 4, 75, 16], 16, 2),
+  'convert f32 -> bf16': emitConvert('bf16', 1000, true),
+  'convert f16 -> f32': emitConvert('f16', 1000, false),
+  select: emitSelect(select, { batches: 1, heads: 1 }),
+  'compressed (selection: exclude)': emitCompressed(compressed, [2, 4, 75, 16], [2, 2, 3, 16], 16, {
+    mode: 'exclude',
+    blockQ: 16,
+    numQBlocks: 5,
+  }),
+  'compressed (no selection)': emitCompressed(
+    { ...compressed, selection: undefined, selectionMode: undefined, lse: undefined },
+    [2, 4, 75, 16],
+    [2, 2, 3, 16],
+    16,
+    null,
+  ),
+};
+
+describe('program kernel sources', () => {
+  for (const [name, k] of Object.entries(kernels)) {
+    it(name, () => {
+      expect(k.source).toMatchSnapshot();
+    });
+  }
+
+  it('is deterministic and names the kernel it declares', () => {
+    expect(emitPool([2, 4, 75, 16], 16, true).source).toBe(kernels['pool (weighted)'].source);
+    for (const k of Object.values(kernels)) {
+      expect(k.source).toContain(
+        `extern "C" __global__ void __launch_bounds__(NTHREADS) ${k.entry.name}(const TsrParams p)`,
+      );
+      expect(k.entry.threads).toBe(PROGRAM_THREADS);
+    }
+  });
+
+  it('grids cover the work: one thread per element or row, one warp per select/compressed row', () => {
+    expect(kernels['pool (weighted)'].grid[0]).toBe(Math.ceil((2 * 4 * 5 * 16) / 256));
+    expect(kernels.merge.grid[0]).toBe(Math.ceil((2 * 4 * 75) / 256));
+    expect(kernels.select.grid[0]).toBe(Math.ceil((2 * 4 * 5) / 8));
+    expect(kernels['compressed (no selection)'].grid[0]).toBe(Math.ceil((2 * 4 * 75) / 8));
+  });
+
+  it('bakes the step into the source: bias/relu, causal, selection mode, lse', () => {
+    expect(kernels['dense (bias, relu)'].source).toContain('fmaxf(acc, 0.f)');
+    expect(emitDense([1, 1, 4, 4], 4, false, false).source).not.toContain('bias');
+    const c = kernels['compressed (selection: exclude)'].source;
+    expect(c).toContain('constexpr bool CAUSAL = true;');
+    expect(c).toContain('p.lse[row] =');
+    expect(kernels['compressed (no selection)'].source).not.toContain('p.lse');
+    expect(c).toContain('if (chosen) continue;');
+    const only = emitCompressed(
+      { ...compressed, selectionMode: 'only' },
+      [2, 4, 75, 16],
+      [2, 2, 3, 16],
+      16,
+      {
+        mode: 'only',
+        blockQ: 16,
+        numQBlocks: 5,
+      },
+    ).source;
+    expect(only).toContain('if (!chosen) continue;');
+    expect(kernels['compressed (no selection)'].source).not.toContain('sel_blocks');
+  });
+
+  it('every program kernel compiles with nvcc -cubin for sm_80 and sm_90', async () => {
+    const nvcc = findNvcc();
+    if (!nvcc) throw new Error('nvcc not found (set NVCC or CUDA_HOME): this test needs it');
+    // One translation unit: each module in its own namespace (C++ linkage keeps names apart).
+    const unit = Object.values(kernels)
+      .map((k, i) => `namespace tsr_m${i} {\n${k.source.replaceAll('extern "C" ', '')}}\n`)
+      .join('\n');
+    for (const arch of ['sm_80', 'sm_90']) {
+      const { image } = await compileWithNvcc(unit, { arch, nvcc });
+      expect(image.length).toBeGreaterThan(1000);
+    }
+  }, 300_000);
+});

@@ -1,0 +1,169 @@
+// The CUDA program ops run end to end on an emulated device (test/program-emulated-addon.cjs: the
+// generated kernels compiled for the host and executed there) against the cpu reference: every
+// step alone, whole programs, the selection's entries exactly, memory accounting and typed errors.
+// The same cases run on a GPU through `run.mjs --programs` (bench/h100/programs.ts), larger.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  defineAttention,
+  defineProgram,
+  runProgram,
+  type Shape,
+  type StepEnv,
+  UnsupportedError,
+} from '@tessera/core';
+import { type CpuValue, createCpuBackend } from '@tessera/cpu';
+import { causal } from '@tessera/patterns';
+import { afterAll, describe, expect, it } from 'vitest';
+import { checkProgram, programCases } from '../bench/h100/programs.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'tessera-program-emu-'));
+process.env.TESSERA_CUDA_ADDON = join(import.meta.dirname, 'program-emulated-addon.cjs');
+process.env.TESSERA_CUDA_CACHE = join(tmp, 'cache');
+process.env.TESSERA_EMU_DIR = join(tmp, 'emu');
+const { createCudaBackend } = await import('../src/index.js');
+const cuda = await createCudaBackend();
+const cpu = await createCpuBackend();
+afterAll(async () => {
+  await cuda.dispose();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+function seeded(n: number, seed: number, amp = 1): Float32Array {
+  let s = (seed * 2654435761) >>> 0 || 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    out[i] = ((s / 4294967296) * 2 - 1) * amp;
+  }
+  return out;
+}
+
+describe('program ops on the emulated device vs cpu', () => {
+  for (const c of programCases('small')) {
+    it(c.name, async () => {
+      const r = await checkProgram(cuda, cpu, c);
+      expect(r.message).toMatch(/^worst/);
+      expect(r.pass).toBe(true);
+    }, 300_000);
+  }
+
+  it('select writes exactly the cpu reference blocks (GQA, ragged, causal, local + top-k)', async () => {
+    const spec = defineAttention({
+      batch: 2,
+      headsQ: 4,
+      headsKV: 2,
+      seqQ: 150,
+      headDim: 8,
+      mask: causal(),
+    });
+    const nq = Math.ceil(150 / 16);
+    const nk = Math.ceil(150 / 32);
+    const program = defineProgram({
+      inputs: { qp: [2, 4, nq, 8], kp: [2, 2, nk, 8] },
+      steps: [
+        {
+          op: 'select',
+          out: 's',
+          q: 'qp',
+          k: 'kp',
+          spec,
+          blockQ: 16,
+          blockKV: 32,
+          topK: 3,
+          local: 1,
+        },
+      ],
+      outputs: ['qp'],
+    });
+    // Ties on purpose: two key summaries equal, so the lower block must win.
+    const kp = seeded(2 * 2 * nk * 8, 7, 2);
+    kp.copyWithin(3 * 8, 1 * 8, 2 * 8);
+    const data = { qp: seeded(2 * 4 * nq * 8, 5, 2), kp };
+    const env = <T>(values: Map<string, T>): StepEnv<T> => ({
+      get: (n) => values.get(n) as T,
+      shape: (n) => program.shapes[n] as Shape,
+    });
+    const step = program.steps[0] as Parameters<typeof cuda.program.step>[0];
+    const dv = new Map(
+      await Promise.all(
+        Object.entries(data).map(
+          async ([n, x]) => [n, await cuda.program.upload(x, program.shapes[n] as Shape)] as const,
+        ),
+      ),
+    );
+    const got = (await cuda.program.step(step, env(dv))).s;
+    const cv = new Map<string, CpuValue>(
+      await Promise.all(
+        Object.entries(data).map(
+          async ([n, x]) =>
+            [n, (await cpu.program?.upload(x, program.shapes[n] as Shape)) as CpuValue] as const,
+        ),
+      ),
+    );
+    const want = (await cpu.program?.step(step, env(cv)))?.s as CpuValue;
+    if (got?.kind !== 'selection' || want.kind !== 'selection') throw new Error('not selections');
+    expect(Array.from(got.layout.rowStart)).toEqual(Array.from(want.layout.rowStart));
+    const entries = new Int32Array(want.layout.kvBlocks.length);
+    await cuda.cuda.download(got.kvBlocks, entries);
+    expect(Array.from(entries)).toEqual(Array.from(want.layout.kvBlocks));
+    const full = new Uint8Array(want.layout.full.length);
+    await cuda.cuda.download(got.full, full);
+    expect(Array.from(full)).toEqual(Array.from(want.layout.full));
+    expect(got.layout.batches).toBe(2);
+    expect(got.layout.heads).toBe(4);
+    expect(cuda.program.bytes(got)).toBeGreaterThanOrEqual(4 * (nq * 8 + 1) + 5 * entries.length);
+    cuda.program.free(got);
+    for (const v of dv.values()) cuda.program.free(v);
+  }, 300_000);
+
+  it('frees every value it made and reports the peak', async () => {
+    const c = programCases('small').find((x) => x.name.startsWith('program: pool'));
+    if (!c) throw new Error('no whole-program case');
+    const before = cuda.cuda.pool.inUse;
+    await runProgram(cuda, c.program, c.inputs); // plans and kernels are cached by the first run
+    const cached = cuda.cuda.pool.inUse;
+    const r = await runProgram(cuda, c.program, c.inputs);
+    expect(cuda.cuda.pool.inUse).toBe(cached);
+    expect(cached).toBeGreaterThanOrEqual(before);
+    const inputBytes = Object.values(c.inputs).reduce((s, x) => s + x.byteLength, 0);
+    expect(r.peakBytes).toBeGreaterThan(inputBytes);
+  }, 300_000);
+
+  it('throws UnsupportedError naming the step when the kernel cannot walk the selection blocks', async () => {
+    const spec = defineAttention({ batch: 1, headsQ: 2, seqQ: 64, headDim: 8 });
+    const program = defineProgram({
+      inputs: { q: [1, 2, 64, 8], k: [1, 2, 64, 8], qp: [1, 2, 4, 8], kp: [1, 2, 1, 8] },
+      steps: [
+        {
+          op: 'select',
+          out: 's',
+          q: 'qp',
+          k: 'kp',
+          spec,
+          blockQ: 16,
+          blockKV: 64,
+          topK: 1,
+          local: 0,
+        },
+        { op: 'attend', out: 'o', spec, q: 'q', k: 'k', v: 'k', selection: 's' },
+      ],
+      outputs: ['o'],
+    });
+    const inputs = Object.fromEntries(
+      Object.entries(program.inputs).map(([n, s], i) => [
+        n,
+        seeded(s[0] * s[1] * s[2] * s[3], i + 1),
+      ]),
+    );
+    await expect(runProgram(cuda, program, inputs)).rejects.toThrow(UnsupportedError);
+    await expect(runProgram(cuda, program, inputs)).rejects.toThrow(
+      /attend 'o' cannot walk selection 's' \(blocks 16×64\)/,
+    );
+  }, 300_000);
+});
