@@ -41,6 +41,21 @@ await build({
   },
   logLevel: 'warning',
 });
+// The system conformance runner (every @tessera/variants system vs the CPU) rides along.
+await build({
+  entryPoints: [join(appDir, 'scripts', 'systems-device.ts')],
+  outfile: join(outDir, 'dist', 'systems.mjs'),
+  bundle: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  conditions: ['source'],
+  external: ['webgpu', 'node-gyp-build'],
+  banner: {
+    js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
+  },
+  logLevel: 'warning',
+});
 copyFileSync(join(appDir, 'peers', 'torch_peers.py'), join(outDir, 'peers', 'torch_peers.py'));
 copyFileSync(cudaAddon(), join(outDir, 'tessera_cuda.node'));
 console.log(`[device-bundle] ${outDir}`);
