@@ -45,8 +45,9 @@ function seeded(n: number, seed: number, amp = 1): Float32Array {
 }
 
 describe('program ops on the emulated device vs cpu', () => {
+  // Concurrent: one case's launches run while another's kernels compile (launches are atomic).
   for (const c of programCases('small')) {
-    it(c.name, async () => {
+    it.concurrent(c.name, async () => {
       const r = await checkProgram(cuda, cpu, c);
       expect(r.message).toMatch(/^worst/);
       expect(r.pass).toBe(true);
