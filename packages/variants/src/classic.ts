@@ -38,6 +38,16 @@ import {
   specOf,
 } from './system.js';
 
+/** The exact log-sum-exp merge of a near branch (`a`, `la`) and a far one (`c`, `lc`) into `out`. */
+export const MERGE_NEAR_FAR: ProgramStep = Object.freeze({
+  op: 'merge',
+  out: 'out',
+  branches: [
+    { out: 'a', lse: 'la' },
+    { out: 'c', lse: 'lc' },
+  ],
+});
+
 /** Exact attention of a shape (causal or full): the baseline every system is measured against. */
 export function exactSpec(s: ResolvedShape): AttentionSpec {
   return specOf(s, s.causal ? { mask: causalMask() } : {});
@@ -374,14 +384,7 @@ export function attentionPooling(
         out: 'c',
         lse: 'lc',
       }),
-      {
-        op: 'merge',
-        out: 'out',
-        branches: [
-          { out: 'a', lse: 'la' },
-          { out: 'c', lse: 'lc' },
-        ],
-      },
+      MERGE_NEAR_FAR,
     ],
     outputs: ['out'],
   });

@@ -4,7 +4,7 @@
  */
 import { defineProgram, type Expr, maskMod, SpecError } from '@tessera/core';
 import { blockDiagonal, chunkedCausal, slidingWindow } from '@tessera/patterns';
-import { exactSpec, kvRowsState, pooledBranch } from './classic.js';
+import { exactSpec, kvRowsState, MERGE_NEAR_FAR, pooledBranch } from './classic.js';
 import {
   initGates,
   initPoolWeights,
@@ -78,14 +78,7 @@ export function linearizedGrouped(
         out: 'c',
         lse: 'lc',
       }),
-      {
-        op: 'merge',
-        out: 'out',
-        branches: [
-          { out: 'a', lse: 'la' },
-          { out: 'c', lse: 'lc' },
-        ],
-      },
+      MERGE_NEAR_FAR,
     ],
     outputs: ['out'],
   });
@@ -173,14 +166,7 @@ export function compactGrouped(
         selection: 'sel',
         selectionMode: 'only',
       },
-      {
-        op: 'merge',
-        out: 'out',
-        branches: [
-          { out: 'a', lse: 'la' },
-          { out: 'c', lse: 'lc' },
-        ],
-      },
+      MERGE_NEAR_FAR,
     ],
     outputs: ['out'],
   });
@@ -249,14 +235,7 @@ export function sparseProjected(
         selection: 'sel',
         selectionMode: 'exclude',
       },
-      {
-        op: 'merge',
-        out: 'out',
-        branches: [
-          { out: 'a', lse: 'la' },
-          { out: 'c', lse: 'lc' },
-        ],
-      },
+      MERGE_NEAR_FAR,
     ],
     outputs: ['out'],
   });
