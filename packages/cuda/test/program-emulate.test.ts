@@ -82,9 +82,11 @@ describe('program ops on the emulated device vs cpu', () => {
       ],
       outputs: ['qp'],
     });
-    // Ties on purpose: two key summaries equal, so the lower block must win.
+    // Ties on purpose: in batch 0 every key summary of a head is the same, so every unforced
+    // candidate ties and the lower blocks must win; batch 1 is random.
     const kp = seeded(2 * 2 * nk * 8, 7, 2);
-    kp.copyWithin(3 * 8, 1 * 8, 2 * 8);
+    for (let hk = 0; hk < 2; hk++)
+      for (let j = 1; j < nk; j++) kp.copyWithin((hk * nk + j) * 8, hk * nk * 8, (hk * nk + 1) * 8);
     const data = { qp: seeded(2 * 4 * nq * 8, 5, 2), kp };
     const env = <T>(values: Map<string, T>): StepEnv<T> => ({
       get: (n) => values.get(n) as T,
