@@ -101,6 +101,7 @@ export {
 } from './plan.js';
 export {
   type AttendStep,
+  type CompressedKernel,
   type CompressedStep,
   type DenseStep,
   defineProgram,

@@ -124,6 +124,22 @@ export interface CompressedStep {
   readonly scale: number;
   readonly selection?: string;
   readonly selectionMode?: 'exclude' | 'only';
+  /** Also skip the query's own block (`j = ⌊i / block⌋`); for bidirectional "other blocks". */
+  readonly skipOwnBlock?: boolean;
+  /**
+   * A feature map instead of softmax: summary j gets weight `n_j · φ(q)·φ(k_j)` with φ, the
+   * query/key scaling and the stabilisers of linear specs (core's features.ts), and
+   * `lse = ln Σ_j n_j φ(q)·φ(k_j)`, which for 'favor+' estimates the softmax branch's lse, so the
+   * branch merges with exact ones by log-sum-exp. Maps with signed features ('trig-rf') are refused.
+   */
+  readonly kernel?: CompressedKernel;
+}
+
+export interface CompressedKernel {
+  readonly featureMap: 'favor+' | 'elu+1' | 'relu';
+  /** Random features for 'favor+' (default 256). */
+  readonly features?: number;
+  readonly seed?: number;
 }
 
 /**
@@ -348,6 +364,22 @@ export function defineProgram(config: ProgramConfig): Program {
           throw new SpecError(`${where}: causal must be a boolean`);
         if (typeof step.scale !== 'number' || !Number.isFinite(step.scale))
           throw new SpecError(`${where}: scale must be a finite number`);
+        if (step.skipOwnBlock !== undefined && typeof step.skipOwnBlock !== 'boolean')
+          throw new SpecError(`${where}: skipOwnBlock must be a boolean`);
+        if (step.kernel !== undefined) {
+          const km = step.kernel as CompressedKernel;
+          if (
+            typeof km !== 'object' ||
+            km === null ||
+            !['favor+', 'elu+1', 'relu'].includes(km.featureMap)
+          )
+            throw new SpecError(
+              `${where}: kernel.featureMap must be 'favor+', 'elu+1' or 'relu' (got ${JSON.stringify((km as { featureMap?: unknown } | null)?.featureMap)})`,
+            );
+          if (km.features !== undefined) posInt(where, 'kernel.features', km.features);
+          if (km.seed !== undefined && !Number.isInteger(km.seed))
+            throw new SpecError(`${where}: kernel.seed must be an integer`);
+        }
         if (step.selection !== undefined) {
           const sel = selections.get(step.selection);
           if (!sel)

@@ -11,7 +11,9 @@ import {
   blockLayout,
   type CompressedStep,
   ceilDiv,
+  defineAttention,
   type GateStep,
+  type KernelConfig,
   layoutSlice,
   type MergeStep,
   type PoolStep,
@@ -24,6 +26,7 @@ import {
   UnsupportedError,
 } from '@tessera/core';
 import { attendCpu } from './backend.js';
+import { type LinearKernel, linearKernel } from './linear.js';
 
 export type CpuValue =
   | { readonly kind: 'tensor'; readonly shape: Shape; readonly data: Float32Array }
@@ -244,11 +247,25 @@ function compressed(step: CompressedStep, env: StepEnv<CpuValue>): Record<string
   const out = new Float32Array(B * H * N * DV);
   const lse = new Float32Array(B * H * N);
   const o = new Float64Array(DV);
+  const lin = step.kernel ? compressedFeatures(step, D) : null;
+  const F = lin?.features ?? 0;
+  const phiQ = new Float64Array(F);
+  let phiK = new Float64Array(0);
+  const cK = new Float64Array(NB);
   const logCount = (j: number): number =>
     Math.log(Math.min(step.block, step.seqKV - j * step.block));
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < H; h++) {
       const hk = Math.floor(h / group);
+      if (lin && h % group === 0) {
+        // Features of this KV head's summaries, once per head group.
+        phiK = new Float64Array(NB * F);
+        const row = new Float64Array(F);
+        for (let j = 0; j < NB; j++) {
+          cK[j] = lin.map(k, ((b * HK + hk) * NB + j) * D, lin.key, row);
+          phiK.set(row, j * F);
+        }
+      }
       for (let i = 0; i < N; i++) {
         let chosen: Set<number> | null = null;
         if (sel) {
@@ -259,16 +276,28 @@ function compressed(step: CompressedStep, env: StepEnv<CpuValue>): Record<string
         let l = 0;
         o.fill(0);
         const qRow = ((b * H + h) * N + i) * D;
+        const cq = lin ? lin.map(q, qRow, lin.query, phiQ) : 0;
+        const own = Math.floor(i / step.block);
         for (let j = 0; j < NB; j++) {
-          if (step.causal && j >= Math.floor(i / step.block)) continue;
+          if (step.causal && j >= own) continue;
+          if (step.skipOwnBlock && j === own) continue;
           if (chosen) {
             const isIn = chosen.has(j);
             if (step.selectionMode === 'exclude' ? isIn : !isIn) continue;
           }
-          const kRow = ((b * HK + hk) * NB + j) * D;
-          let s = 0;
-          for (let d = 0; d < D; d++) s += (q[qRow + d] as number) * (k[kRow + d] as number);
-          s = s * step.scale + logCount(j);
+          let s: number;
+          if (lin) {
+            // ln(n_j φ(q)·φ(k_j)) with the stabilisers put back; no mass, no contribution.
+            let dotF = 0;
+            for (let f = 0; f < F; f++) dotF += (phiQ[f] as number) * (phiK[j * F + f] as number);
+            if (!(dotF > 0)) continue;
+            s = Math.log(dotF) + cq + (cK[j] as number) + logCount(j);
+          } else {
+            const kRow = ((b * HK + hk) * NB + j) * D;
+            s = 0;
+            for (let d = 0; d < D; d++) s += (q[qRow + d] as number) * (k[kRow + d] as number);
+            s = s * step.scale + logCount(j);
+          }
           const mNew = Math.max(m, s);
           const corr = Math.exp(m - mNew);
           const p = Math.exp(s - mNew);
@@ -290,6 +319,30 @@ function compressed(step: CompressedStep, env: StepEnv<CpuValue>): Record<string
   const res: Record<string, CpuValue> = { [step.out]: tensor(env.shape(step.out), out) };
   if (step.lse !== undefined) res[step.lse] = tensor(env.shape(step.lse), lse);
   return res;
+}
+
+const featureCache = new WeakMap<CompressedStep, LinearKernel>();
+
+/** The feature map of a compressed step's kernel, as a linear spec of its head size defines it. */
+function compressedFeatures(step: CompressedStep, headDim: number): LinearKernel {
+  const hit = featureCache.get(step);
+  if (hit) return hit;
+  const km = step.kernel as NonNullable<CompressedStep['kernel']>;
+  const kernel: KernelConfig =
+    km.featureMap === 'favor+'
+      ? { type: 'linear', featureMap: 'favor+', features: km.features ?? 256, seed: km.seed ?? 0 }
+      : { type: 'linear', featureMap: km.featureMap };
+  const spec = defineAttention({
+    batch: 1,
+    headsQ: 1,
+    seqQ: 1,
+    headDim,
+    scale: step.scale,
+    kernel,
+  });
+  const lin = linearKernel(spec);
+  featureCache.set(step, lin);
+  return lin;
 }
 
 function merge(step: MergeStep, env: StepEnv<CpuValue>): Record<string, CpuValue> {

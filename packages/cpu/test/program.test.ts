@@ -3,8 +3,10 @@ import {
   defineAttention,
   defineProgram,
   InputError,
+  linearInputScales,
   maskMod,
   type Program,
+  randomFeatureMatrix,
   runProgram,
   SpecError,
 } from '@tessera/core';
@@ -347,6 +349,86 @@ describe('cpu programs', () => {
     expect(summarised).toBeGreaterThan(100); // the remainder branch really contributed
     // Peak: inputs + the pooled tensors + the two branches' outputs, never an N×N buffer.
     expect(peakBytes).toBeLessThan(4 * (q.length + k.length + v.length) * 3);
+  });
+
+  it('compressed with a feature map: n_j φ(q)·φ(k_j) weights, lse on the softmax scale, own block skipped', async () => {
+    const cpu = await createCpuBackend();
+    const block = 8;
+    const F = 64;
+    const nb = Math.ceil(N / block);
+    const kp = pooled(k, HK, block);
+    const vp = pooled(v, HK, block);
+    const w = randomFeatureMatrix({ featureMap: 'favor+', features: F, seed: 3 }, D);
+    const { query: a, key: b } = linearInputScales(scale);
+    const favor = (x: ArrayLike<number>, mul: number) => {
+      let sq = 0;
+      for (let d = 0; d < D; d++) sq += (mul * (x[d] as number)) ** 2;
+      return Array.from({ length: F }, (_, r) => {
+        let p = 0;
+        for (let d = 0; d < D; d++) p += (w[r * D + d] as number) * mul * (x[d] as number);
+        return Math.exp(p - sq / 2) / Math.sqrt(F);
+      });
+    };
+    const elu = (x: ArrayLike<number>, mul: number) =>
+      Array.from({ length: D }, (_, d) => {
+        const y = mul * (x[d] as number);
+        return y > 0 ? y + 1 : Math.exp(y);
+      });
+    for (const [map, phi, causalMode] of [
+      ['favor+', favor, true],
+      ['elu+1', elu, false],
+    ] as const) {
+      const p = defineProgram({
+        inputs: { q: shapes.q, kp: [1, HK, nb, D], vp: [1, HK, nb, D] },
+        steps: [
+          {
+            op: 'compressed',
+            out: 'o',
+            lse: 'l',
+            q: 'q',
+            k: 'kp',
+            v: 'vp',
+            block,
+            seqKV: N,
+            causal: causalMode,
+            skipOwnBlock: !causalMode,
+            scale,
+            kernel: { featureMap: map, features: F, seed: 3 },
+          },
+        ],
+        outputs: ['o', 'l'],
+      });
+      const { outputs } = await runProgram(cpu, p, { q, kp, vp });
+      const o = outputs.o as Float32Array;
+      const l = outputs.l as Float32Array;
+      for (let h = 0; h < H; h++) {
+        const hk = Math.floor(h / 2);
+        for (let i = 0; i < N; i++) {
+          const pq = phi(row(q, h, i), a);
+          let z = 0;
+          const acc = new Array(D).fill(0);
+          for (let j = 0; j < nb; j++) {
+            const own = Math.floor(i / block);
+            if (causalMode ? j >= own : j === own) continue;
+            const pk = phi(row(kp, hk, j, nb), b);
+            const n = Math.min(block, N - j * block);
+            const wt = n * pq.reduce((s2, x, f) => s2 + x * (pk[f] as number), 0);
+            z += wt;
+            for (let d = 0; d < D; d++) acc[d] += wt * (vp[(hk * nb + j) * D + d] as number);
+          }
+          if (z === 0) {
+            expect(l[h * N + i]).toBe(Number.NEGATIVE_INFINITY);
+            continue;
+          }
+          const want = acc.map((x) => x / z);
+          expect(
+            maxAbsDiff(o.subarray(idx(h, i, D, 0), idx(h, i, D, 0) + D), want),
+            map,
+          ).toBeLessThan(1e-5);
+          expect(Math.abs((l[h * N + i] as number) - Math.log(z)), map).toBeLessThan(1e-4);
+        }
+      }
+    }
   });
 
   it('keeps a computed compression on the device for reuse by a second program', async () => {
