@@ -2,9 +2,9 @@
  * Multi-branch systems: several key/value sources (full, pooled, selected) attended separately
  * and merged, exactly by log-sum-exp where the branches see disjoint keys, or by learned gates.
  */
-import { defineProgram, type Expr, maskMod, SpecError } from '@tessera/core';
+import { defineProgram, maskMod, SpecError } from '@tessera/core';
 import { blockDiagonal, chunkedCausal, slidingWindow } from '@tessera/patterns';
-import { exactSpec, kvRowsState, MERGE_NEAR_FAR, pooledBranch } from './classic.js';
+import { exactSpec, kvRowsState, MERGE_NEAR_FAR } from './classic.js';
 import {
   initGates,
   initPoolWeights,
@@ -46,20 +46,26 @@ function topKOf(
 /**
  * Linearized Grouped Attention: tokens form groups of `group` consecutive tokens, each summarised
  * by a learned-weighted pooling of its keys and values (`seq / group` summaries, 8–16× fewer than
- * tokens for group 8–16). Attention is exact softmax inside each group and attention to the other
- * groups' summaries (each counted as its group), merged exactly by log-sum-exp. Causal: earlier
- * groups only.
+ * tokens for group 8–16). Attention is exact softmax inside each group; across groups each query
+ * attends to the other groups' summaries (each counted as its group) with a feature-map kernel
+ * (`across: 'linear'`, FAVOR+ with `features` random features, whose lse estimates softmax's) or
+ * with softmax (`across: 'softmax'`). The two are merged by log-sum-exp: hierarchical aggregation,
+ * exact inside the group. Causal: earlier groups only.
  */
 export function linearizedGrouped(
   shape: SystemShape,
-  opts: { group: number; seed?: number },
+  opts: { group: number; across?: 'linear' | 'softmax'; features?: number; seed?: number },
 ): System {
   const where = 'linearizedGrouped';
   const s = resolveShape(where, shape);
   const g = positive(where, 'group', opts?.group, s.seq);
-  const visible = s.causal
-    ? (q: Expr, kv: Expr) => kv.lt(q.div(g))
-    : (q: Expr, kv: Expr) => kv.ne(q.div(g));
+  const across = opts.across ?? 'softmax';
+  if (across !== 'linear' && across !== 'softmax')
+    throw new SpecError(
+      `${where}: across must be 'linear' or 'softmax' (got ${JSON.stringify(across)})`,
+    );
+  const features = positive(where, 'features', opts.features ?? 256);
+  const seed = opts.seed ?? 0;
   const program = defineProgram({
     inputs: { ...qkvShapes(s), wk: [1, s.headsKV, 1, g], wv: [1, s.headsKV, 1, g] },
     steps: [
@@ -74,15 +80,26 @@ export function linearizedGrouped(
       },
       { op: 'pool', out: 'kp', x: 'k', block: g, weights: 'wk' },
       { op: 'pool', out: 'vp', x: 'v', block: g, weights: 'wv' },
-      pooledBranch(s, g, visible, s.causal ? `earlier-groups(${g})` : `other-groups(${g})`, {
+      {
+        op: 'compressed',
         out: 'c',
         lse: 'lc',
-      }),
+        q: 'q',
+        k: 'kp',
+        v: 'vp',
+        block: g,
+        seqKV: s.seq,
+        causal: s.causal,
+        skipOwnBlock: !s.causal,
+        scale: 1 / Math.sqrt(s.headDim),
+        ...(across === 'linear'
+          ? { kernel: { featureMap: 'favor+', features, seed: seed + 2 } }
+          : {}),
+      },
       MERGE_NEAR_FAR,
     ],
     outputs: ['out'],
   });
-  const seed = opts.seed ?? 0;
   return {
     name: 'linearized-grouped',
     shape: s,

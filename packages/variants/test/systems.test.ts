@@ -110,11 +110,27 @@ describe('systems reduce to exact attention in their exact limits', async () => 
     expect(maxDiff((await runSystem(cpu, full, { q, k, v })).out, fullRef)).toBeLessThan(TOL);
   });
 
-  it('Linearized Grouped with groups of one token is exact', async () => {
-    const sys = linearizedGrouped(shape, { group: 1 });
+  it('Linearized Grouped with groups of one token and softmax across is exact', async () => {
+    const sys = linearizedGrouped(shape, { group: 1, across: 'softmax' });
     expect(maxDiff((await runSystem(cpu, sys, { q, k, v })).out, causalRef)).toBeLessThan(TOL);
-    const full = linearizedGrouped({ ...shape, causal: false }, { group: 1 });
+    const full = linearizedGrouped({ ...shape, causal: false }, { group: 1, across: 'softmax' });
     expect(maxDiff((await runSystem(cpu, full, { q, k, v })).out, fullRef)).toBeLessThan(TOL);
+  });
+
+  it('Linearized Grouped across groups with FAVOR+ approaches the softmax form as features grow', async () => {
+    const small = { q: q.map((x) => x * 0.5), k: k.map((x) => x * 0.5), v };
+    const soft = await runSystem(
+      cpu,
+      linearizedGrouped(shape, { group: 4, across: 'softmax', seed: 1 }),
+      small,
+    );
+    const errs: number[] = [];
+    for (const features of [16, 1024]) {
+      const lin = linearizedGrouped(shape, { group: 4, across: 'linear', features, seed: 1 });
+      errs.push(errorStats((await runSystem(cpu, lin, small)).out, soft.out, D).relative);
+    }
+    expect(errs[1]).toBeLessThan(0.03);
+    expect(errs[1]).toBeLessThan(errs[0] as number);
   });
 
   it('attention pooling with blocks of one token is exact', async () => {
