@@ -21,7 +21,11 @@ export {
 } from './suites.js';
 export { formatBytes, formatSeq, parseInts, parseSizes, summarize } from './units.js';
 export {
+  type CrossLayerRow,
+  crossLayerMarkdown,
+  fixtureLayers,
   loadFixture,
+  measureCrossLayer,
   measureVariants,
   structured,
   type VariantRow,

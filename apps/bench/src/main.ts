@@ -11,7 +11,11 @@ import './patterns.js';
 import { buildCases, SUITES, type SuiteName } from './suites.js';
 import { parseInts, parseSizes } from './units.js';
 import {
+  type CrossLayerRow,
+  crossLayerMarkdown,
+  fixtureLayers,
   loadFixture,
+  measureCrossLayer,
   measureVariants,
   structured,
   type VariantRow,
@@ -222,7 +226,12 @@ export async function main(argv: string[]): Promise<number> {
   }
   bar?.stop();
 
-  const variantReports: { backend: string; device?: string; rows: VariantRow[] }[] = [];
+  const variantReports: {
+    backend: string;
+    device?: string;
+    rows: VariantRow[];
+    crossLayer?: CrossLayerRow[];
+  }[] = [];
   if (withVariants) {
     const inputSets: VariantsInput[] = seqs.map((n) => structured(heads, n, flags.dim));
     if (flags.fixture) inputSets.push(loadFixture(resolve(flags.fixture)));
@@ -246,7 +255,23 @@ export async function main(argv: string[]): Promise<number> {
           )),
         );
       }
-      variantReports.push({ backend: b.name, device: b.device, rows });
+      let crossLayer: CrossLayerRow[] | undefined;
+      const layers = flags.fixture ? fixtureLayers(resolve(flags.fixture)) : [];
+      if (flags.fixture && layers.length >= 2) {
+        const dir = resolve(flags.fixture);
+        crossLayer = await measureCrossLayer(
+          b,
+          loadFixture(dir, layers[layers.length - 2]),
+          loadFixture(dir, layers[layers.length - 1]),
+          { warmup: flags.warmup, repeat },
+        );
+      }
+      variantReports.push({
+        backend: b.name,
+        device: b.device,
+        rows,
+        ...(crossLayer ? { crossLayer } : {}),
+      });
     }
   }
 
@@ -272,8 +297,14 @@ export async function main(argv: string[]): Promise<number> {
     peers,
   };
   if (cases.length > 0) console.log(markdown(report));
-  for (const v of variantReports)
-    console.log(`\n${variantsMarkdown(`${v.backend} (${v.device ?? ''})`, v.rows)}`);
+  const variantsText = variantReports
+    .map((v) => {
+      const name = `${v.backend} (${v.device ?? ''})`;
+      const cross = v.crossLayer ? `\n\n${crossLayerMarkdown(name, v.crossLayer)}` : '';
+      return `${variantsMarkdown(name, v.rows)}${cross}`;
+    })
+    .join('\n\n');
+  if (variantsText) console.log(`\n${variantsText}`);
   if (flags.out) {
     const dir = resolve(flags.out);
     const files = cases.length > 0 ? await writeReport(report, dir) : [];
@@ -286,10 +317,7 @@ export async function main(argv: string[]): Promise<number> {
         `${JSON.stringify({ command: report.command, createdAt: report.createdAt, machine: report.machine, results: variantReports }, null, 2)}\n`,
       );
       const md = join(dir, 'variants.md');
-      writeFileSync(
-        md,
-        `${variantReports.map((v) => variantsMarkdown(`${v.backend} (${v.device ?? ''})`, v.rows)).join('\n\n')}\n\nCommand: \`${report.command}\`\n`,
-      );
+      writeFileSync(md, `${variantsText}\n\nCommand: \`${report.command}\`\n`);
       files.push(json, md);
     }
     console.error(`wrote ${files.join(', ')}`);

@@ -15,9 +15,13 @@ import {
 } from '@tessera/core';
 import {
   adaptInputs,
+  compactGrouped,
+  compress,
   errorStats,
+  exact,
   runSystem,
   type System,
+  standardBlock,
   standardSystems,
   structuredInputs,
 } from '@tessera/variants';
@@ -155,6 +159,11 @@ export async function measureVariants(
   return rows;
 }
 
+/** The layers a fixture holds, in order. */
+export function fixtureLayers(dir: string): number[] {
+  return (JSON.parse(readFileSync(join(dir, 'qkv.json'), 'utf8')) as { layers: number[] }).layers;
+}
+
 /** Reads the real-attention fixture (qkv.json + qkv-L<layer>.bin, f16, bhsd). */
 export function loadFixture(dir: string, layer?: number): VariantsInput {
   const meta = JSON.parse(readFileSync(join(dir, 'qkv.json'), 'utf8')) as {
@@ -221,4 +230,79 @@ export function variantsMarkdown(backend: string, rows: readonly VariantRow[]): 
     );
   }
   return lines.join('\n');
+}
+
+export interface CrossLayerRow {
+  /** Whose keys and values the shared compression was computed from. */
+  readonly compression: string;
+  readonly status: 'ok' | 'failed';
+  readonly message?: string;
+  /** Median time of the attention program alone (the compression already on the device). */
+  readonly ms?: number;
+  readonly relError?: number;
+  readonly cosError?: number;
+}
+
+/**
+ * Cross-layer reuse of Compact Grouped's compression on the fixture: layer `to`'s attention with
+ * its own compression, and with the one computed once from layer `from`'s keys and values, both
+ * against exact attention of layer `to`.
+ */
+export async function measureCrossLayer(
+  backend: AttentionBackend,
+  from: VariantsInput,
+  to: VariantsInput,
+  opts: { warmup: number; repeat: number },
+): Promise<CrossLayerRow[]> {
+  const shape = { headsQ: to.heads, seq: to.seq, headDim: to.dim, causal: true };
+  const sys = compactGrouped(shape, { block: standardBlock(to.seq), fraction: 0.175, seed: 10 });
+  const exactOut = (await runSystem(backend, exact(shape), to.qkv)).out;
+  const rows: CrossLayerRow[] = [];
+  for (const [label, source] of [
+    [`own (${to.source})`, to],
+    [`shared from ${from.source}`, from],
+  ] as const) {
+    let shared: Awaited<ReturnType<typeof compress>> | null = null;
+    try {
+      shared = await compress(backend, sys, source.qkv);
+      const times: number[] = [];
+      let out: Float32Array | null = null;
+      for (let r = 0; r < opts.warmup + opts.repeat; r++) {
+        const t0 = performance.now();
+        out = (await runSystem(backend, sys, to.qkv, shared.values)).out;
+        if (r >= opts.warmup) times.push(performance.now() - t0);
+      }
+      const err = errorStats(out as Float32Array, exactOut, to.dim);
+      rows.push({
+        compression: label,
+        status: 'ok',
+        ms: median(times),
+        relError: err.relative,
+        cosError: err.cosine,
+      });
+    } catch (e) {
+      rows.push({
+        compression: label,
+        status: 'failed',
+        message: (e as Error).message.split('\n')[0],
+      });
+    } finally {
+      for (const v of Object.values(shared?.values ?? {})) v.release();
+    }
+  }
+  return rows;
+}
+
+export function crossLayerMarkdown(backend: string, rows: readonly CrossLayerRow[]): string {
+  return [
+    `### cross-layer reuse (compact-grouped) on ${backend}`,
+    '',
+    '| compression | ms (attention only) | rel. error | 1 − cos |',
+    '|---|---|---|---|',
+    ...rows.map((r) =>
+      r.status === 'failed'
+        ? `| ${r.compression} | failed: ${r.message} | | |`
+        : `| ${r.compression} | ${r.ms?.toFixed(2)} | ${r.relError?.toExponential(2)} | ${r.cosError?.toExponential(2)} |`,
+    ),
+  ].join('\n');
 }

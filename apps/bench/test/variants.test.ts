@@ -1,9 +1,18 @@
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { f32ToF16Bits } from '@tessera/core';
 import { createCpuBackend } from '@tessera/cpu';
 import { describe, expect, it, vi } from 'vitest';
-import { loadFixture, main, measureVariants, structured, variantsMarkdown } from '../src/index.js';
+import {
+  crossLayerMarkdown,
+  loadFixture,
+  main,
+  measureCrossLayer,
+  measureVariants,
+  structured,
+  variantsMarkdown,
+} from '../src/index.js';
 
 describe('variants suite', () => {
   it('measures every standard system against exact attention on the same backend', async () => {
@@ -78,5 +87,43 @@ describe('variants suite', () => {
     );
     writeFileSync(join(dir, 'qkv-L0.bin'), new Uint8Array(10));
     expect(() => loadFixture(dir)).toThrow(/expected 48 bytes, got 10/);
+  });
+
+  it('reads a two-layer fixture and measures cross-layer reuse of a compression', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fixture2-'));
+    const heads = 2;
+    const seq = 96;
+    const dim = 8;
+    writeFileSync(
+      join(dir, 'qkv.json'),
+      JSON.stringify({ seq, heads, headDim: dim, layers: [4, 5] }),
+    );
+    for (const [layer, seed] of [
+      [4, 3],
+      [5, 4],
+    ] as const) {
+      const { q, k, v } = structured(heads, seq, dim, seed).qkv;
+      const bits = new Uint16Array(3 * q.length);
+      [q, k, v].forEach((t, i) => {
+        for (let j = 0; j < t.length; j++) bits[i * t.length + j] = f32ToF16Bits(t[j] as number);
+      });
+      writeFileSync(join(dir, `qkv-L${layer}.bin`), new Uint8Array(bits.buffer));
+    }
+    const l4 = loadFixture(dir, 4);
+    const l5 = loadFixture(dir);
+    expect(l5.source).toBe('fixture-L5');
+    const direct = structured(heads, seq, dim, 4).qkv.k;
+    let maxDiff = 0;
+    for (let i = 0; i < direct.length; i++)
+      maxDiff = Math.max(maxDiff, Math.abs((l5.qkv.k[i] as number) - (direct[i] as number)));
+    expect(maxDiff).toBeLessThan(2e-3); // f16 rounding only
+    const cpu = await createCpuBackend();
+    const rows = await measureCrossLayer(cpu, l4, l5, { warmup: 0, repeat: 1 });
+    expect(rows.map((r) => r.status)).toEqual(['ok', 'ok']);
+    const [own, shared] = rows as [NonNullable<(typeof rows)[0]>, NonNullable<(typeof rows)[0]>];
+    expect(own.relError).toBeGreaterThan(0);
+    // Another layer's compression is a different approximation of this layer's attention.
+    expect(Math.abs((shared.relError as number) - (own.relError as number))).toBeGreaterThan(1e-4);
+    expect(crossLayerMarkdown('cpu', rows)).toContain('shared from fixture-L4');
   });
 });
