@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { emitCompressed } from '../src/program/compressed-kernel.js';
 import { emitDense, emitGate, emitMerge, emitPool, emitProject } from '../src/program/kernels.js';
-import { emitSelect } from '../src/program/select-kernel.js';
+import { emitSelect, emitSubdivide } from '../src/program/select-kernel.js';
 
 const x = { batch: 2, heads: 4, rows: 45, cols: 8 };
 const compressed = {
@@ -42,6 +42,7 @@ const sources: Record<string, () => string> = {
       selectionEntries: 25,
       maxCandidates: 6,
     }),
+  'select-subdivide': () => emitSubdivide(40, 2, 25, 25),
   'compressed-causal': () => emitCompressed({ ...compressed, causal: true }),
   'compressed-selection-exclude': () =>
     emitCompressed({

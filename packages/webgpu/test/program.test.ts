@@ -9,6 +9,7 @@ import {
   type ProgramBackend,
   type ProgramConfig,
   type ProgramOps,
+  ResourceLimitError,
   runProgram,
   type Shape,
   type StepEnv,
@@ -17,7 +18,9 @@ import {
 import { createCpuBackend } from '@tessera/cpu';
 import { causal, slidingWindow } from '@tessera/patterns';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { DEFAULT_LIMITS } from '../src/emit.js';
 import { createWebGpuBackend, type GpuValue, type WebGpuBackend } from '../src/index.js';
+import { selectionTile } from '../src/program/attend.js';
 import { randomArray } from './reference.js';
 
 // Software Vulkan compiles each new pipeline on first use; under a loaded 2-core CI that can take long.
@@ -402,6 +405,61 @@ describe('select', () => {
     );
   });
 
+  it('attend on a selection whose blocks do not fit one tile: blocks split into sub-blocks', async () => {
+    // 600 bytes of workgroup memory: a 16-key tile of K and V (1024 bytes) does not fit, 8 keys
+    // with the queries in registers (512 bytes) do, so each selected block becomes two.
+    const small = await createWebGpuBackend({ limits: { maxComputeWorkgroupStorageSize: 600 } });
+    try {
+      const tile = selectionTile(causalSpec, 16, 16, small.capabilities.limits);
+      expect(tile).toMatchObject({ blockQ: 16, blockKV: 8, qStage: 'private' });
+      const program = defineProgram({
+        inputs: shapes,
+        steps: [
+          ...selectSteps(causalSpec, 16, 16, 2, 1),
+          {
+            op: 'attend',
+            out: 'o',
+            lse: 'l',
+            spec: causalSpec,
+            q: 'q',
+            k: 'k',
+            v: 'v',
+            selection: 'sel',
+          },
+        ],
+        outputs: ['o', 'l'],
+      });
+      const inputs = { q: rand(shapes.q), k: rand(shapes.k), v: rand(shapes.v) };
+      const want = await runProgram(cpu, program, inputs);
+      const got = await runProgram(small, program, inputs);
+      for (const name of ['o', 'l'])
+        expect(
+          worstError(got.outputs[name] as Float32Array, want.outputs[name] as Float32Array),
+        ).toBeLessThan(TOL);
+    } finally {
+      await small.dispose();
+    }
+  });
+
+  it('the tile for a selection: the largest KV tile dividing blockKV that fits', () => {
+    const d64 = defineAttention({ batch: 1, headsQ: 8, seqQ: 4096, headDim: 64, mask: causal() });
+    // 64×64 blocks, headDim 64, 16 KiB: K+V tiles of 64 keys need 32 KiB; 32 keys with the
+    // queries in registers need exactly 16 KiB.
+    expect(selectionTile(d64, 64, 64, DEFAULT_LIMITS)).toMatchObject({
+      blockQ: 64,
+      blockKV: 32,
+      qStage: 'private',
+      rowsPerThread: 1,
+    });
+    expect(selectionTile(d64, 16, 16, DEFAULT_LIMITS)).toMatchObject({
+      blockKV: 16,
+      qStage: 'shared',
+    });
+    expect(() =>
+      selectionTile(d64, 16, 16, { ...DEFAULT_LIMITS, maxComputeWorkgroupStorageSize: 256 }),
+    ).toThrow(ResourceLimitError);
+  });
+
   for (const mode of ['exclude', 'only'] as const) {
     for (const isCausal of [true, false]) {
       it(`compressed with the selection ${mode}d, ${isCausal ? 'causal' : 'non-causal'}`, async () => {
@@ -516,6 +574,70 @@ describe('values and errors', () => {
       Array.from(res.outputs.kp ?? []),
     );
     kept?.release();
+  });
+
+  it('steps never map a buffer: nothing comes back to the host between steps', async () => {
+    const program = defineProgram({
+      inputs: shapes,
+      steps: [
+        ...selectSteps(causalSpec, 16, 8, 3, 1),
+        { op: 'pool', out: 'vp', x: 'v', block: 8 },
+        {
+          op: 'attend',
+          out: 'a',
+          lse: 'la',
+          spec: causalSpec,
+          q: 'q',
+          k: 'k',
+          v: 'v',
+          selection: 'sel',
+        },
+        {
+          op: 'compressed',
+          out: 'c',
+          lse: 'lc',
+          q: 'q',
+          k: 'kp',
+          v: 'vp',
+          block: 8,
+          seqKV: N,
+          causal: true,
+          scale: 0.5,
+        },
+        {
+          op: 'merge',
+          out: 'm',
+          branches: [
+            { out: 'a', lse: 'la' },
+            { out: 'c', lse: 'lc' },
+          ],
+        },
+      ],
+      outputs: ['m'],
+    });
+    const probe = gpu.gpuDevice.createBuffer({ size: 16, usage: 1 | 8 }); // MAP_READ | COPY_DST
+    const proto = Object.getPrototypeOf(probe) as { mapAsync: (...a: unknown[]) => Promise<void> };
+    probe.destroy();
+    const original = proto.mapAsync;
+    let maps = 0;
+    proto.mapAsync = function (this: unknown, ...a: unknown[]) {
+      maps++;
+      return original.apply(this, a);
+    };
+    let values: Map<string, GpuValue>;
+    try {
+      values = await runSteps(gpu.program, program, {
+        q: rand(shapes.q),
+        k: rand(shapes.k),
+        v: rand(shapes.v),
+      });
+      expect(maps).toBe(0);
+      await gpu.program.download(values.get('m') as GpuValue);
+      expect(maps).toBe(1); // the probe sees a real download
+    } finally {
+      proto.mapAsync = original;
+    }
+    for (const v of values.values()) gpu.program.free(v);
   });
 
   it('a half-precision spec is unsupported (named), not run on the CPU', async () => {

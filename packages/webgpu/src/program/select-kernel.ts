@@ -1,9 +1,10 @@
 /**
  * WGSL of the `select` step: one invocation per (batch, query head, query block) reads the static
- * candidate row (CSR, as core's blockLayout), keeps the forced local blocks, ranks the others by
- * q·k (ties to the lower block) and writes the kept blocks, ascending, into the selection's CSR
- * entries. Row starts are data-independent and written by the host; every entry is partial
- * (flag bit clear), so the fused kernel evaluates the mask inside selected blocks.
+ * candidate row (CSR, as core's blockLayout), keeps the forced local blocks, finds the best of the
+ * others by q·k (ties to the lower block) in one pass per free slot, and writes the kept blocks in
+ * ascending order into the selection's CSR entries. Row starts are data-independent and written
+ * by the host; every entry is partial (flag bit clear), so the fused kernel evaluates the mask
+ * inside selected blocks.
  */
 import { emitGridKernel } from './grid.js';
 
@@ -102,27 +103,72 @@ export function emitSelect(s: SelectKernelShape): string {
       '}',
       'let slots = select(0u, keep - forced, keep > forced);',
       '',
-      '// A block is kept when forced or when fewer than `slots` others outrank it; ascending order.',
+      '// The slots-th best of the others by (score desc, block asc): one pass per slot, each',
+      '// taking the best candidate ranked after the previous pick.',
+      'var last_s = 0.0f;',
+      'var last_e = 0u;',
+      'var have = false;',
+      'for (var t = 0u; t < slots; t++) {',
+      '  var best_e = n;',
+      '  var best_s = 0.0f;',
+      '  for (var e = 0u; e < n; e++) {',
+      '    if (is_local(candidate(c0 + e), qb)) {',
+      '      continue;',
+      '    }',
+      '    let s = scores[s0 + e];',
+      '    let after = !have || s < last_s || (s == last_s && e > last_e);',
+      '    if (after && (best_e == n || s > best_s)) {',
+      '      best_e = e;',
+      '      best_s = s;',
+      '    }',
+      '  }',
+      '  if (best_e == n) {',
+      '    break;',
+      '  }',
+      '  last_s = best_s;',
+      '  last_e = best_e;',
+      '  have = true;',
+      '}',
+      '',
+      '// Kept: the forced blocks and the others ranked up to the last pick, in ascending order.',
       'var w = 0u;',
       'for (var e = 0u; e < n && w < keep; e++) {',
       '  let j = candidate(c0 + e);',
-      '  var take = is_local(j, qb);',
-      '  if (!take) {',
-      '    let s = scores[s0 + e];',
-      '    var rank = 0u;',
-      '    for (var f = 0u; f < n; f++) {',
-      '      if (f != e && !is_local(candidate(c0 + f), qb)) {',
-      '        let t = scores[s0 + f];',
-      '        rank += select(0u, 1u, t > s || (t == s && f < e));',
-      '      }',
-      '    }',
-      '    take = rank < slots;',
-      '  }',
-      '  if (take) {',
+      '  let s = scores[s0 + e];',
+      '  let ranked = have && (s > last_s || (s == last_s && e <= last_e));',
+      '  if (is_local(j, qb) || ranked) {',
       '    selection[SEL_ENTRIES + w0 + w] = j;',
       '    w += 1u;',
       '  }',
       '}',
+    ],
+  });
+}
+
+/**
+ * Splits every selected block into `factor` consecutive sub-blocks (entry j → j·factor + f), for a
+ * fused-kernel tile smaller than the selection's blockKV. Row starts scale by `factor` (the host
+ * writes them); sub-blocks past the sequence end are masked by the fused kernel's bounds check.
+ */
+export function emitSubdivide(entries: number, factor: number, from: number, to: number): string {
+  return emitGridKernel({
+    title: [
+      `Tessera program: split ${entries} selected blocks into ${factor} sub-blocks each`,
+      'every sub-block partial, as the selection',
+    ],
+    items: entries * factor,
+    consts: [
+      ['FACTOR', factor],
+      ['FROM_ENTRIES', from],
+      ['TO_ENTRIES', to],
+    ],
+    bindings: [
+      'var<storage, read> selection: array<u32>;',
+      'var<storage, read_write> split: array<u32>;',
+    ],
+    body: [
+      'let j = selection[FROM_ENTRIES + idx / FACTOR] & 0x7fffffffu;',
+      'split[TO_ENTRIES + idx] = j * FACTOR + idx % FACTOR;',
     ],
   });
 }

@@ -20,6 +20,8 @@ export interface GpuSelection {
   readonly buffer: GPUBuffer;
   readonly rows: number;
   readonly numQBlocks: number;
+  /** The row starts (host copy; the buffer holds them too). */
+  readonly rowStart: Uint32Array;
   /** Total entries (the last row start). */
   readonly entries: number;
 }

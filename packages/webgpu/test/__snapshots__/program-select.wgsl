@@ -75,23 +75,40 @@ fn main(
   }
   let slots = select(0u, keep - forced, keep > forced);
 
-  // A block is kept when forced or when fewer than `slots` others outrank it; ascending order.
+  // The slots-th best of the others by (score desc, block asc): one pass per slot, each
+  // taking the best candidate ranked after the previous pick.
+  var last_s = 0.0f;
+  var last_e = 0u;
+  var have = false;
+  for (var t = 0u; t < slots; t++) {
+    var best_e = n;
+    var best_s = 0.0f;
+    for (var e = 0u; e < n; e++) {
+      if (is_local(candidate(c0 + e), qb)) {
+        continue;
+      }
+      let s = scores[s0 + e];
+      let after = !have || s < last_s || (s == last_s && e > last_e);
+      if (after && (best_e == n || s > best_s)) {
+        best_e = e;
+        best_s = s;
+      }
+    }
+    if (best_e == n) {
+      break;
+    }
+    last_s = best_s;
+    last_e = best_e;
+    have = true;
+  }
+
+  // Kept: the forced blocks and the others ranked up to the last pick, in ascending order.
   var w = 0u;
   for (var e = 0u; e < n && w < keep; e++) {
     let j = candidate(c0 + e);
-    var take = is_local(j, qb);
-    if (!take) {
-      let s = scores[s0 + e];
-      var rank = 0u;
-      for (var f = 0u; f < n; f++) {
-        if (f != e && !is_local(candidate(c0 + f), qb)) {
-          let t = scores[s0 + f];
-          rank += select(0u, 1u, t > s || (t == s && f < e));
-        }
-      }
-      take = rank < slots;
-    }
-    if (take) {
+    let s = scores[s0 + e];
+    let ranked = have && (s > last_s || (s == last_s && e <= last_e));
+    if (is_local(j, qb) || ranked) {
       selection[SEL_ENTRIES + w0 + w] = j;
       w += 1u;
     }

@@ -1,0 +1,215 @@
+/// <reference types="@webgpu/types" />
+/** Each program step recorded into one command encoder: resolve inputs, allocate, dispatch. */
+import type {
+  AttendStep,
+  AttentionSpec,
+  CompressedStep,
+  DenseStep,
+  GateStep,
+  MergeStep,
+  PoolStep,
+  ProgramStep,
+  ProjectStep,
+  Shape,
+  StepEnv,
+} from '@tessera/core';
+import { SpecError, UnsupportedError } from '@tessera/core';
+import type { ResidentInputs, ResidentOutputs } from '../backend.js';
+import { recordFlashOnSelection } from './attend.js';
+import { emitCompressed } from './compressed-kernel.js';
+import { type Dims, emitDense, emitGate, emitMerge, emitPool, emitProject } from './kernels.js';
+import type { Recording } from './recording.js';
+import { type CandidateLayouts, recordSelect } from './select.js';
+import { elementsOf, type GpuSelection, type GpuTensor, type GpuValue } from './values.js';
+
+export interface StepDeps {
+  readonly candidates: CandidateLayouts;
+  /** The backend's own attention run on resident buffers (submits by itself). */
+  runResident(spec: AttentionSpec, inputs: ResidentInputs): Promise<ResidentOutputs>;
+}
+
+type Env = StepEnv<GpuValue>;
+type Written = Record<string, GpuValue>;
+
+const dims = (s: Shape): Dims => ({ batch: s[0], heads: s[1], rows: s[2], cols: s[3] });
+const rowsOf = (s: Shape): Shape => [s[0], s[1], s[2], 1];
+
+function tensorOf(env: Env, name: string): GpuTensor {
+  const v = env.get(name);
+  if (v.kind !== 'tensor') throw new UnsupportedError(`'${name}' is a selection, not a tensor`);
+  return v;
+}
+
+function selectionOf(env: Env, name: string): GpuSelection {
+  const v = env.get(name);
+  if (v.kind !== 'selection') throw new UnsupportedError(`'${name}' is not a selection`);
+  return v;
+}
+
+/** out plus, when the step names one, lse; an unnamed lse is a temporary. */
+function withLse(rec: Recording, out: string, lse: string | undefined, o: GpuTensor, l: GpuTensor) {
+  if (lse === undefined) {
+    rec.temps.push(l.buffer);
+    return { [out]: o };
+  }
+  return { [out]: o, [lse]: l };
+}
+
+async function pool(rec: Recording, step: PoolStep, env: Env): Promise<Written> {
+  const x = tensorOf(env, step.x);
+  const w = step.weights === undefined ? null : tensorOf(env, step.weights);
+  const out = rec.output(env.shape(step.out), 'tessera pool');
+  const code = emitPool(dims(x.shape), step.block, w !== null);
+  const bufs = [x.buffer, out.buffer, ...(w ? [w.buffer] : [])];
+  await rec.dispatch(code, 'pool', elementsOf(out.shape), bufs);
+  return { [step.out]: out };
+}
+
+async function project(rec: Recording, step: ProjectStep, env: Env): Promise<Written> {
+  const x = tensorOf(env, step.x);
+  const m = tensorOf(env, step.matrix);
+  const out = rec.output(env.shape(step.out), 'tessera project');
+  const code = emitProject(dims(x.shape), m.shape[2]);
+  await rec.dispatch(code, 'project', elementsOf(out.shape), [x.buffer, m.buffer, out.buffer]);
+  return { [step.out]: out };
+}
+
+async function dense(rec: Recording, step: DenseStep, env: Env): Promise<Written> {
+  const x = tensorOf(env, step.x);
+  const w = tensorOf(env, step.weight);
+  const bias = step.bias === undefined ? null : tensorOf(env, step.bias);
+  const out = rec.output(env.shape(step.out), 'tessera dense');
+  const code = emitDense(dims(x.shape), w.shape[3], bias !== null, step.activation === 'relu');
+  const bufs = [x.buffer, w.buffer, out.buffer, ...(bias ? [bias.buffer] : [])];
+  await rec.dispatch(code, 'dense', elementsOf(out.shape), bufs);
+  return { [step.out]: out };
+}
+
+async function gate(rec: Recording, step: GateStep, env: Env): Promise<Written> {
+  const x = tensorOf(env, step.x);
+  const w = tensorOf(env, step.weight);
+  const bias = tensorOf(env, step.bias);
+  const branches = step.branches.map((b) => tensorOf(env, b));
+  const out = rec.output(env.shape(step.out), 'tessera gate');
+  const cat = rec.concat(branches, 'tessera gate branches');
+  const code = emitGate(dims(x.shape), out.shape[3], branches.length);
+  const bufs = [x.buffer, w.buffer, bias.buffer, cat, out.buffer];
+  await rec.dispatch(code, 'gate', elementsOf(out.shape), bufs);
+  return { [step.out]: out };
+}
+
+async function merge(rec: Recording, step: MergeStep, env: Env): Promise<Written> {
+  const outs = step.branches.map((b) => tensorOf(env, b.out));
+  const lses = step.branches.map((b) => tensorOf(env, b.lse));
+  const shape = env.shape(step.out);
+  const out = rec.output(shape, 'tessera merge out');
+  const lse = rec.output(rowsOf(shape), 'tessera merge lse');
+  const rows = shape[0] * shape[1] * shape[2];
+  const bufs = [
+    rec.concat(outs, 'tessera merge outs'),
+    rec.concat(lses, 'tessera merge lses'),
+    out.buffer,
+    lse.buffer,
+  ];
+  await rec.dispatch(emitMerge(rows, shape[3], outs.length), 'merge', rows, bufs);
+  return withLse(rec, step.out, step.lse, out, lse);
+}
+
+async function attend(rec: Recording, step: AttendStep, env: Env, deps: StepDeps) {
+  const spec = step.spec;
+  if (spec.dtype !== 'f32')
+    throw new UnsupportedError(
+      `attend: WebGPU programs run f32 specs only (the spec's dtype is '${spec.dtype}')`,
+    );
+  const [q, k, v] = [tensorOf(env, step.q), tensorOf(env, step.k), tensorOf(env, step.v)];
+  const shape = env.shape(step.out);
+  let res: { out: GPUBuffer; lse: GPUBuffer };
+  if (step.selection !== undefined) {
+    const sel = selectionOf(env, step.selection);
+    if (spec.kernel.type !== 'softmax')
+      throw new UnsupportedError('attend: a selection needs a softmax spec');
+    res = await recordFlashOnSelection(rec, spec, q.buffer, k.buffer, v.buffer, sel);
+  } else {
+    const inputs = { spec, q: q.buffer, k: k.buffer, v: v.buffer, storage: 'f32' } as const;
+    res = await deps.runResident(spec, inputs);
+  }
+  const out: GpuTensor = { kind: 'tensor', shape, buffer: res.out };
+  const lse: GpuTensor = { kind: 'tensor', shape: rowsOf(shape), buffer: res.lse };
+  return withLse(rec, step.out, step.lse, out, lse);
+}
+
+async function compressed(rec: Recording, step: CompressedStep, env: Env): Promise<Written> {
+  const [q, k, v] = [tensorOf(env, step.q), tensorOf(env, step.k), tensorOf(env, step.v)];
+  const sel = step.selection === undefined ? null : selectionOf(env, step.selection);
+  if (sel && sel.step.spec.batch !== q.shape[0])
+    throw new SpecError(
+      `compressed: selection '${step.selection}' was made for batch ${sel.step.spec.batch}, q has ${q.shape[0]}`,
+    );
+  const shape = env.shape(step.out);
+  const out = rec.output(shape, 'tessera compressed out');
+  const lse = rec.output(rowsOf(shape), 'tessera compressed lse');
+  const code = emitCompressed({
+    batch: q.shape[0],
+    heads: q.shape[1],
+    headsKV: k.shape[1],
+    rows: q.shape[2],
+    headDim: q.shape[3],
+    cols: v.shape[3],
+    block: step.block,
+    seqKV: step.seqKV,
+    scale: step.scale,
+    causal: step.causal,
+    ...(sel
+      ? {
+          selection: {
+            mode: step.selectionMode ?? 'exclude',
+            blockQ: sel.step.blockQ,
+            numQBlocks: sel.numQBlocks,
+            entries: sel.rows + 1,
+          },
+        }
+      : {}),
+  });
+  const bufs = [q.buffer, k.buffer, v.buffer, out.buffer, lse.buffer];
+  if (sel) bufs.push(sel.buffer);
+  await rec.dispatch(code, 'compressed', shape[0] * shape[1] * shape[2], bufs);
+  return withLse(rec, step.out, step.lse, out, lse);
+}
+
+export async function recordStep(
+  rec: Recording,
+  step: ProgramStep,
+  env: Env,
+  deps: StepDeps,
+): Promise<Written> {
+  switch (step.op) {
+    case 'pool':
+      return pool(rec, step, env);
+    case 'project':
+      return project(rec, step, env);
+    case 'dense':
+      return dense(rec, step, env);
+    case 'gate':
+      return gate(rec, step, env);
+    case 'merge':
+      return merge(rec, step, env);
+    case 'select': {
+      const sel = await recordSelect(
+        rec,
+        step,
+        tensorOf(env, step.q),
+        tensorOf(env, step.k),
+        deps.candidates,
+      );
+      return { [step.out]: sel };
+    }
+    case 'attend':
+      return attend(rec, step, env, deps);
+    case 'compressed':
+      return compressed(rec, step, env);
+    default:
+      throw new UnsupportedError(
+        `WebGPU programs have no op '${String((step as { op?: unknown }).op)}'`,
+      );
+  }
+}
