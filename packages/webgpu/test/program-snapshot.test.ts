@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { emitCompressed } from '../src/program/compressed-kernel.js';
 import { emitDense, emitGate, emitMerge, emitPool, emitProject } from '../src/program/kernels.js';
+import { emitRound } from '../src/program/round-kernel.js';
 import { emitSelect, emitSubdivide } from '../src/program/select-kernel.js';
 
 const x = { batch: 2, heads: 4, rows: 45, cols: 8 };
@@ -43,6 +44,8 @@ const sources: Record<string, () => string> = {
       maxCandidates: 6,
     }),
   'select-subdivide': () => emitSubdivide(40, 2, 25, 25),
+  'round-f16': () => emitRound(720, 'f16'),
+  'round-bf16': () => emitRound(720, 'bf16'),
   'compressed-causal': () => emitCompressed({ ...compressed, causal: true }),
   'compressed-selection-exclude': () =>
     emitCompressed({

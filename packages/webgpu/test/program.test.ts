@@ -462,7 +462,7 @@ describe('select', () => {
 
   for (const mode of ['exclude', 'only'] as const) {
     for (const isCausal of [true, false]) {
-      it(`compressed with the selection ${mode}d, ${isCausal ? 'causal' : 'non-causal'}`, async () => {
+      it(`compressed with selectionMode '${mode}', ${isCausal ? 'causal' : 'non-causal'}`, async () => {
         const spec = isCausal ? causalSpec : fullSpec;
         await agree(
           {
@@ -640,28 +640,31 @@ describe('values and errors', () => {
     for (const v of values.values()) gpu.program.free(v);
   });
 
-  it('a half-precision spec is unsupported (named), not run on the CPU', async () => {
-    const spec = defineAttention({
-      batch: B,
-      headsQ: H,
-      headsKV: HK,
-      seqQ: N,
-      headDim: D,
-      dtype: 'f16',
+  for (const dtype of ['f16', 'bf16'] as const) {
+    it(`attend on a ${dtype} spec rounds q, k, v as the CPU does (with and without a selection)`, async () => {
+      const spec = defineAttention({
+        batch: B,
+        headsQ: H,
+        headsKV: HK,
+        seqQ: N,
+        headDim: D,
+        dtype,
+        mask: causal(),
+      });
+      await agree(
+        {
+          inputs: shapes,
+          steps: [
+            ...selectSteps(spec, 16, 8, 3, 1),
+            { op: 'attend', out: 'o', lse: 'l', spec, q: 'q', k: 'k', v: 'v' },
+            { op: 'attend', out: 'os', lse: 'ls', spec, q: 'q', k: 'k', v: 'v', selection: 'sel' },
+          ],
+          outputs: ['o', 'l', 'os', 'ls'],
+        },
+        { q: rand(shapes.q, 2), k: rand(shapes.k, 2), v: rand(shapes.v) },
+      );
     });
-    const program = defineProgram({
-      inputs: shapes,
-      steps: [{ op: 'attend', out: 'o', spec, q: 'q', k: 'k', v: 'v' }],
-      outputs: ['o'],
-    });
-    const run = runProgram(gpu, program, {
-      q: rand(shapes.q),
-      k: rand(shapes.k),
-      v: rand(shapes.v),
-    });
-    await expect(run).rejects.toThrow(UnsupportedError);
-    await expect(run).rejects.toThrow(/f32 specs only.*'f16'/);
-  });
+  }
 
   it('a selection cannot be downloaded', async () => {
     const program = defineProgram({

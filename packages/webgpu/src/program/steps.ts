@@ -18,7 +18,8 @@ import type { ResidentInputs, ResidentOutputs } from '../backend.js';
 import { recordFlashOnSelection } from './attend.js';
 import { emitCompressed } from './compressed-kernel.js';
 import { type Dims, emitDense, emitGate, emitMerge, emitPool, emitProject } from './kernels.js';
-import type { Recording } from './recording.js';
+import { Recording } from './recording.js';
+import { emitRound } from './round-kernel.js';
 import { type CandidateLayouts, recordSelect } from './select.js';
 import { elementsOf, type GpuSelection, type GpuTensor, type GpuValue } from './values.js';
 
@@ -115,13 +116,37 @@ async function merge(rec: Recording, step: MergeStep, env: Env): Promise<Written
   return withLse(rec, step.out, step.lse, out, lse);
 }
 
+/**
+ * q, k, v rounded to an f16/bf16 spec's dtype (as the CPU reference rounds them), recorded and
+ * submitted at once so that the backend's own runs, which submit by themselves, see them.
+ */
+async function rounded(rec: Recording, spec: AttentionSpec, xs: GpuTensor[]): Promise<GpuTensor[]> {
+  if (spec.dtype === 'f32') return xs;
+  const dtype = spec.dtype;
+  const pre = new Recording(rec.plan);
+  const out: GpuTensor[] = [];
+  for (const x of xs) {
+    const n = elementsOf(x.shape);
+    const r: GpuTensor = {
+      kind: 'tensor',
+      shape: x.shape,
+      buffer: pre.buffer(n * 4, 'tessera rounded'),
+    };
+    rec.temps.push(r.buffer);
+    await pre.dispatch(emitRound(n, dtype), `round to ${dtype}`, n, [x.buffer, r.buffer]);
+    out.push(r);
+  }
+  rec.plan.ctx.device.queue.submit([pre.encoder.finish()]);
+  return out;
+}
+
 async function attend(rec: Recording, step: AttendStep, env: Env, deps: StepDeps) {
   const spec = step.spec;
-  if (spec.dtype !== 'f32')
-    throw new UnsupportedError(
-      `attend: WebGPU programs run f32 specs only (the spec's dtype is '${spec.dtype}')`,
-    );
-  const [q, k, v] = [tensorOf(env, step.q), tensorOf(env, step.k), tensorOf(env, step.v)];
+  const [q, k, v] = await rounded(rec, spec, [
+    tensorOf(env, step.q),
+    tensorOf(env, step.k),
+    tensorOf(env, step.v),
+  ]);
   const shape = env.shape(step.out);
   let res: { out: GPUBuffer; lse: GPUBuffer };
   if (step.selection !== undefined) {

@@ -1,0 +1,58 @@
+/**
+ * WGSL rounding f32 values to f16 or bfloat16 precision (round to nearest even, as core's
+ * roundToDtype), so that an f16/bf16 spec in a program sees the inputs the CPU reference sees.
+ */
+import { emitGridKernel } from './grid.js';
+
+const BF16 = [
+  'fn round_dtype(x: f32) -> f32 {',
+  '  let b = bitcast<u32>(x);',
+  '  return bitcast<f32>(((b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u) << 16u);',
+  '}',
+];
+
+const F16 = [
+  'fn round_dtype(x: f32) -> f32 {',
+  '  let b = bitcast<u32>(x);',
+  '  let sign = b & 0x80000000u;',
+  '  let mant = b & 0x7fffffu;',
+  '  var e = i32((b >> 23u) & 0xffu) - 112; // the f16 exponent field',
+  '  if (e >= 31) {',
+  '    return bitcast<f32>(sign | 0x7f800000u); // beyond f16: infinity',
+  '  }',
+  '  var h = 0u; // f16 magnitude bits',
+  '  if (e <= 0) {',
+  '    if (e < -10) {',
+  '      return bitcast<f32>(sign);',
+  '    }',
+  '    let full = mant | 0x800000u;',
+  '    let shift = u32(14 - e);',
+  '    let rem = full & ((1u << shift) - 1u);',
+  '    let half = 1u << (shift - 1u);',
+  '    h = full >> shift;',
+  '    h += select(0u, 1u, rem > half || (rem == half && (h & 1u) == 1u));',
+  '  } else {',
+  '    let rem = mant & 0x1fffu;',
+  '    h = (u32(e) << 10u) | (mant >> 13u);',
+  '    h += select(0u, 1u, rem > 0x1000u || (rem == 0x1000u && (h & 1u) == 1u));',
+  '    if (h >= 0x7c00u) {',
+  '      return bitcast<f32>(sign | 0x7f800000u);',
+  '    }',
+  '  }',
+  '  let he = h >> 10u;',
+  '  let hm = h & 0x3ffu;',
+  '  let mag = select(bitcast<f32>(((he + 112u) << 23u) | (hm << 13u)), f32(hm) * 5.9604644775390625e-8f, he == 0u);',
+  '  return select(mag, -mag, sign != 0u);',
+  '}',
+];
+
+export function emitRound(items: number, dtype: 'f16' | 'bf16'): string {
+  return emitGridKernel({
+    title: [`Tessera program: round ${items} values to ${dtype} (nearest even)`],
+    items,
+    consts: [],
+    bindings: ['var<storage, read> x: array<f32>;', 'var<storage, read_write> out: array<f32>;'],
+    helpers: dtype === 'f16' ? F16 : BF16,
+    body: ['out[idx] = round_dtype(x[idx]);'],
+  });
+}
