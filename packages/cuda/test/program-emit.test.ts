@@ -13,7 +13,7 @@ import {
   emitProject,
   PROGRAM_THREADS,
 } from '../src/program/emit.js';
-import { emitCompressed, emitSelect } from '../src/program/emit-attention.js';
+import { emitCompressed, emitExpandSelection, emitSelect } from '../src/program/emit-attention.js';
 import { compileWithNvcc, findNvcc } from '../src/runtime/compiler.js';
 
 const spec = defineAttention({
@@ -73,6 +73,36 @@ const kernels = {
     16,
     null,
   ),
+  'compressed (favor+ features, skipOwnBlock, selection: exclude)': emitCompressed(
+    {
+      ...compressed,
+      causal: false,
+      skipOwnBlock: true,
+      kernel: { featureMap: 'favor+', features: 64, seed: 3 },
+    },
+    [2, 4, 75, 16],
+    [2, 2, 3, 16],
+    16,
+    { mode: 'exclude', blockQ: 16, numQBlocks: 5 },
+    64,
+  ),
+  'compressed (elu+1 features, causal)': emitCompressed(
+    {
+      ...compressed,
+      selection: undefined,
+      selectionMode: undefined,
+      kernel: { featureMap: 'elu+1' },
+    },
+    [2, 4, 75, 16],
+    [2, 2, 3, 16],
+    16,
+    null,
+    16,
+  ),
+  'expand selection (64-key blocks -> 32)': emitExpandSelection(
+    { rows: 600, blockKV: 64, seqKV: 160 },
+    32,
+  ),
 };
 
 describe('program kernel sources', () => {
@@ -120,6 +150,28 @@ describe('program kernel sources', () => {
     ).source;
     expect(only).toContain('if (!chosen) continue;');
     expect(kernels['compressed (no selection)'].source).not.toContain('sel_blocks');
+    // Feature maps read the features the linear module wrote, not q and k; skipOwnBlock is baked in.
+    const f = kernels['compressed (favor+ features, skipOwnBlock, selection: exclude)'].source;
+    expect(f).toContain('constexpr int F = 64;');
+    expect(f).toContain('constexpr int QC = 2,');
+    expect(f).toContain('if (j == i / BLOCK) continue;');
+    expect(f).toContain('logf(dot) + cq + ck[j]');
+    expect(f).not.toMatch(/p\.q\b|p\.k\b|SCALE/);
+    expect(c).not.toContain('skipOwnBlock');
+    expect(kernels['compressed (elu+1 features, causal)'].source).not.toContain(
+      'i / BLOCK) continue',
+    );
+  });
+
+  it('expand: one block; the starts drop the sub-blocks past the keys', () => {
+    const k = kernels['expand selection (64-key blocks -> 32)'];
+    expect(k.grid).toEqual([1, 1, 1]);
+    expect(k.source).toContain('constexpr int ROWS = 600, PER = 3;');
+    expect(k.source).toContain('constexpr int PAST = 1;');
+    expect(emitExpandSelection({ rows: 8, blockKV: 64, seqKV: 128 }, 32).source).toContain(
+      'constexpr int PAST = 0;',
+    );
+    expect(() => emitExpandSelection({ rows: 8, blockKV: 48, seqKV: 128 }, 32)).toThrow(/split/);
   });
 
   it('every program kernel compiles with nvcc -cubin for sm_80 and sm_90', async () => {

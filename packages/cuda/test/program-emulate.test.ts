@@ -23,6 +23,8 @@ process.env.TESSERA_CUDA_ADDON = join(import.meta.dirname, 'program-emulated-add
 process.env.TESSERA_CUDA_CACHE = join(tmp, 'cache');
 process.env.TESSERA_EMU_DIR = join(tmp, 'emu');
 const { createCudaBackend } = await import('../src/index.js');
+const { packParams } = await import('../src/emit/index.js');
+const { emitExpandSelection } = await import('../src/program/emit-attention.js');
 const cuda = await createCudaBackend();
 const cpu = await createCpuBackend();
 afterAll(async () => {
@@ -125,6 +127,55 @@ describe('program ops on the emulated device vs cpu', () => {
     for (const v of dv.values()) cuda.program.free(v);
   }, 300_000);
 
+  it('expands a selection into 32-key blocks on the device: sub-blocks in order, none past the keys', async () => {
+    // 600 rows (several per thread, so the drop counts of earlier threads must be added up);
+    // 160 keys: 64-key blocks 0..2, 32-key blocks 0..4, so block 2 loses its second half.
+    const rows = 600;
+    const starts = [0];
+    const entries: number[] = [];
+    const pick = seeded(rows * 3, 11);
+    for (let r = 0; r < rows; r++) {
+      for (let j = 0; j < 3; j++) if ((pick[r * 3 + j] as number) > 0) entries.push(j);
+      starts.push(entries.length);
+    }
+    const wantStarts = [0];
+    const wantEntries: number[] = [];
+    for (let r = 0; r < rows; r++) {
+      for (const j of entries.slice(starts[r], starts[r + 1]))
+        for (const s of [2 * j, 2 * j + 1]) if (s * 32 < 160) wantEntries.push(s);
+      wantStarts.push(wantEntries.length);
+    }
+    expect(wantEntries.length).toBeLessThan(2 * entries.length); // some rows drop a sub-block
+    const k = emitExpandSelection({ rows, blockKV: 64, seqKV: 160 }, 32);
+    const put = async (a: Int32Array) => {
+      const b = cuda.cuda.pool.alloc(Math.max(4, a.byteLength));
+      await cuda.cuda.upload(b, a);
+      return b;
+    };
+    const selStart = await put(Int32Array.from(starts));
+    const selBlocks = await put(Int32Array.from(entries));
+    const drops = cuda.cuda.pool.alloc(4 * 256);
+    const outStart = cuda.cuda.pool.alloc(4 * (rows + 1));
+    const outBlocks = cuda.cuda.pool.alloc(4 * 2 * entries.length);
+    const { functions } = await cuda.loadModule({ source: k.source, kernels: [k.entry] }, 'expand');
+    const params = packParams(k.entry.params, {
+      sel_start: selStart.ptr,
+      sel_blocks: selBlocks.ptr,
+      drops: drops.ptr,
+      out_start: outStart.ptr,
+      out_blocks: outBlocks.ptr,
+    });
+    expect(k.grid).toEqual([1, 1, 1]);
+    cuda.cuda.addon.launch(functions[0] as bigint, k.grid, [256, 1, 1], 0, 0n, params);
+    const gotStarts = new Int32Array(rows + 1);
+    await cuda.cuda.download(outStart, gotStarts);
+    const gotEntries = new Int32Array(wantEntries.length);
+    await cuda.cuda.download(outBlocks, gotEntries);
+    expect(Array.from(gotStarts)).toEqual(wantStarts);
+    expect(Array.from(gotEntries)).toEqual(wantEntries);
+    for (const b of [selStart, selBlocks, drops, outStart, outBlocks]) b.release();
+  }, 300_000);
+
   it('frees every value it made and reports the peak', async () => {
     const c = programCases('small').find((x) => x.name.startsWith('program: pool'));
     if (!c) throw new Error('no whole-program case');
@@ -138,10 +189,10 @@ describe('program ops on the emulated device vs cpu', () => {
     expect(r.peakBytes).toBeGreaterThan(inputBytes);
   }, 300_000);
 
-  it('throws UnsupportedError naming the step when the kernel cannot walk the selection blocks', async () => {
+  it('throws UnsupportedError naming the step when the kernel cannot walk the selection blocks (16-key blocks on the CUDA-core path)', async () => {
     const spec = defineAttention({ batch: 1, headsQ: 2, seqQ: 64, headDim: 8 });
     const program = defineProgram({
-      inputs: { q: [1, 2, 64, 8], k: [1, 2, 64, 8], qp: [1, 2, 4, 8], kp: [1, 2, 1, 8] },
+      inputs: { q: [1, 2, 64, 8], k: [1, 2, 64, 8], qp: [1, 2, 4, 8], kp: [1, 2, 4, 8] },
       steps: [
         {
           op: 'select',
@@ -150,7 +201,7 @@ describe('program ops on the emulated device vs cpu', () => {
           k: 'kp',
           spec,
           blockQ: 16,
-          blockKV: 64,
+          blockKV: 16,
           topK: 1,
           local: 0,
         },
@@ -166,7 +217,7 @@ describe('program ops on the emulated device vs cpu', () => {
     );
     await expect(runProgram(cuda, program, inputs)).rejects.toThrow(UnsupportedError);
     await expect(runProgram(cuda, program, inputs)).rejects.toThrow(
-      /attend 'o' cannot walk selection 's' \(blocks 16×64\)/,
+      /attend 'o' cannot walk selection 's' \(blocks 16×16\)/,
     );
   }, 300_000);
 });

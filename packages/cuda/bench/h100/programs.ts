@@ -1,11 +1,13 @@
 // Attention programs on the CUDA backend against the cpu reference: every step alone and whole
 // programs (pool → select → attend with the selection + compressed excluding it → merge; gate),
-// with GQA, ragged blocks, causal (with fully masked rows) and not, f32 and bf16. Run on a GPU by
+// with GQA, ragged blocks, causal (with fully masked rows) and not, f32 and bf16; f32 attend on
+// 64×64 selections; compressed with feature maps and skipOwnBlock. Run on a GPU by
 // `run.mjs --programs`; test/program-emulate.test.ts runs the small size on the emulated device.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   type AttentionSpec,
+  type CompressedKernel,
   defineAttention,
   defineProgram,
   maskMod,
@@ -65,6 +67,13 @@ interface Size {
   readonly blocks: Readonly<Record<'f32' | 'bf16', { bq: number; bkv: number; topK: number }>>;
   /** bf16 head dim (the emulated device has no tensor cores: a dim the mma path cannot take). */
   readonly D16: number;
+  /** Key counts of the f32 64×64-selection cases, and their top-k. */
+  readonly seqs64: readonly number[];
+  readonly topK64: number;
+  readonly local64: number;
+  /** Summary block and favor+ feature counts of the feature-map compressed cases. */
+  readonly compressedBlock: number;
+  readonly favorFeatures: readonly number[];
 }
 
 const SIZES: Record<'small' | 'device', Size> = {
@@ -76,6 +85,11 @@ const SIZES: Record<'small' | 'device', Size> = {
     D: 16,
     D16: 20,
     blocks: { f32: { bq: 16, bkv: 32, topK: 2 }, bf16: { bq: 16, bkv: 32, topK: 2 } },
+    seqs64: [75, 96],
+    topK64: 1,
+    local64: 0,
+    compressedBlock: 16,
+    favorFeatures: [32, 64],
   },
   device: {
     B: 2,
@@ -85,6 +99,11 @@ const SIZES: Record<'small' | 'device', Size> = {
     D: 64,
     D16: 64,
     blocks: { f32: { bq: 32, bkv: 32, topK: 6 }, bf16: { bq: 64, bkv: 64, topK: 4 } },
+    seqs64: [1000, 992],
+    topK64: 4,
+    local64: 1,
+    compressedBlock: 64,
+    favorFeatures: [64, 256],
   },
 };
 
@@ -281,6 +300,8 @@ export function programCases(size: 'small' | 'device'): ProgramCase[] {
         );
     }
   }
+  selectionsOf64(make, z);
+  featureCompressed(make, z);
   const linear = defineAttention({
     batch: B,
     headsQ: H,
@@ -297,6 +318,183 @@ export function programCases(size: 'small' | 'device'): ProgramCase[] {
     1e-3,
   );
   return cases;
+}
+
+type Make = (
+  name: string,
+  inputs: Record<string, Shape>,
+  steps: ProgramStep[],
+  outputs: string[],
+  tol?: number,
+  amps?: Record<string, number>,
+) => void;
+
+/**
+ * f32 attend on selections of 64×64 blocks (the standard systems' blocks), which the CUDA-core
+ * kernel walks as 32-key blocks after expanding the selection on the device. Two key counts: one
+ * with a ragged last 32-key block, one a multiple of 32 but not of 64 (the last block's second half
+ * lies wholly past the keys and must be dropped: the kernel has no key bound there). Causal with
+ * empty rows and not, GQA; select → attend(selection), merged with compressed(exclude).
+ */
+function selectionsOf64(make: Make, z: Size): void {
+  const { B, H, HK, D } = z;
+  for (const S of z.seqs64) {
+    for (const isCausal of [true, false]) {
+      const spec = defineAttention({
+        batch: B,
+        headsQ: H,
+        headsKV: HK,
+        seqQ: S,
+        headDim: D,
+        ...(isCausal ? { mask: causalGaps } : {}),
+      });
+      const nk = Math.ceil(S / 64);
+      make(
+        `attend(selection of 64×64 blocks) + compressed(exclude) → merge (f32, S=${S}, ${isCausal ? 'causal with empty rows' : 'no mask'}, GQA ${H}/${HK})`,
+        { q: [B, H, S, D], k: [B, HK, S, D], v: [B, HK, S, D] },
+        [
+          { op: 'pool', out: 'qp', x: 'q', block: 64 },
+          { op: 'pool', out: 'kp', x: 'k', block: 64 },
+          { op: 'pool', out: 'vp', x: 'v', block: 64 },
+          {
+            op: 'select',
+            out: 'sel',
+            q: 'qp',
+            k: 'kp',
+            spec,
+            blockQ: 64,
+            blockKV: 64,
+            topK: Math.min(nk - 1, z.topK64),
+            local: z.local64,
+          },
+          { op: 'attend', out: 'o1', lse: 'l1', spec, q: 'q', k: 'k', v: 'v', selection: 'sel' },
+          {
+            op: 'compressed',
+            out: 'o2',
+            lse: 'l2',
+            q: 'q',
+            k: 'kp',
+            v: 'vp',
+            block: 64,
+            seqKV: S,
+            causal: isCausal,
+            scale: spec.scale,
+            selection: 'sel',
+            selectionMode: 'exclude',
+          },
+          {
+            op: 'merge',
+            out: 'o',
+            lse: 'l',
+            branches: [
+              { out: 'o1', lse: 'l1' },
+              { out: 'o2', lse: 'l2' },
+            ],
+          },
+        ],
+        ['o1', 'l1', 'o', 'l'],
+        2e-4,
+        { q: 2, k: 2 },
+      );
+    }
+  }
+}
+
+/**
+ * compressed with a feature map (favor+ at two feature counts, elu+1, relu) against the cpu's
+ * f64 features, causal and bidirectional with skipOwnBlock, GQA; softmax skipOwnBlock; and a
+ * favor+ branch excluding a selection.
+ */
+function featureCompressed(make: Make, z: Size): void {
+  const { B, H, HK, S, D } = z;
+  const blk = z.compressedBlock;
+  const nb = Math.ceil(S / blk);
+  const shapes = {
+    q: [B, H, S, D] as Shape,
+    k: [B, HK, nb, D] as Shape,
+    v: [B, HK, nb, D] as Shape,
+  };
+  const scale = 1 / Math.sqrt(D);
+  const kernels: { tag: string; kernel?: CompressedKernel }[] = [
+    ...z.favorFeatures.map((features) => ({
+      tag: `favor+ ${features}`,
+      kernel: { featureMap: 'favor+' as const, features, seed: 7 },
+    })),
+    { tag: 'elu+1', kernel: { featureMap: 'elu+1' } },
+    { tag: 'relu', kernel: { featureMap: 'relu' } },
+    { tag: 'softmax' },
+  ];
+  for (const { tag, kernel } of kernels) {
+    for (const [isCausal, skip] of [
+      [true, false],
+      [false, true],
+    ] as const) {
+      make(
+        `compressed (${tag}, ${isCausal ? 'causal' : 'bidirectional, skipOwnBlock'}, GQA ${H}/${HK}, block ${blk})`,
+        shapes,
+        [
+          {
+            op: 'compressed',
+            out: 'o',
+            lse: 'l',
+            q: 'q',
+            k: 'k',
+            v: 'v',
+            block: blk,
+            seqKV: S,
+            causal: isCausal,
+            scale,
+            ...(skip ? { skipOwnBlock: true } : {}),
+            ...(kernel ? { kernel } : {}),
+          },
+        ],
+        ['o', 'l'],
+        kernel ? 5e-4 : 2e-4,
+        { q: 2, k: 2 },
+      );
+    }
+  }
+  const spec = defineAttention({ batch: B, headsQ: H, headsKV: HK, seqQ: S, headDim: D });
+  const features = z.favorFeatures[0] as number;
+  make(
+    `select → compressed(favor+ ${features}, exclude, skipOwnBlock) (bidirectional, GQA ${H}/${HK})`,
+    { q: shapes.q, k: [B, HK, S, D], v: [B, HK, S, D] },
+    [
+      { op: 'pool', out: 'qp', x: 'q', block: blk },
+      { op: 'pool', out: 'kp', x: 'k', block: blk },
+      { op: 'pool', out: 'vp', x: 'v', block: blk },
+      {
+        op: 'select',
+        out: 'sel',
+        q: 'qp',
+        k: 'kp',
+        spec,
+        blockQ: blk,
+        blockKV: blk,
+        topK: 2,
+        local: 0,
+      },
+      {
+        op: 'compressed',
+        out: 'o',
+        lse: 'l',
+        q: 'q',
+        k: 'kp',
+        v: 'vp',
+        block: blk,
+        seqKV: S,
+        causal: false,
+        scale,
+        skipOwnBlock: true,
+        kernel: { featureMap: 'favor+', features },
+        selection: 'sel',
+        selectionMode: 'exclude',
+      },
+    ],
+    ['o', 'l'],
+    5e-4,
+    { q: 2, k: 2 },
+  );
 }
 
 /** Runs one case on `backend` and on `reference`, comparing every output. */

@@ -5,7 +5,7 @@
  */
 import type { CompressedStep, SelectStep } from '@tessera/core';
 import { floatLiteral } from '../expr-cuda.js';
-import { type ProgramKernel, programKernel, ptr } from './emit.js';
+import { PROGRAM_THREADS, type ProgramKernel, programKernel, ptr } from './emit.js';
 
 const WARPS = 8; // rows per 256-thread block
 
@@ -103,6 +103,66 @@ export function emitSelect(
   );
 }
 
+/**
+ * Expand: a selection of `from.blockKV`-key blocks rewritten as one of `blockKV`-key blocks
+ * (blockKV · M = from.blockKV), for a flash kernel that walks smaller key blocks than the selection
+ * has. Block j becomes sub-blocks M·j … M·j+M−1 in order, so rows stay ascending; sub-blocks at or
+ * past the last key are dropped (only the last block has any), so the key set is unchanged. A row's
+ * new start is M × its old start less the sub-blocks dropped in the rows before it: one block of
+ * threads, each owning consecutive rows, counts its drops into `drops`, and after a barrier adds
+ * up the counts of the threads before it.
+ */
+export function emitExpandSelection(
+  from: { readonly rows: number; readonly blockKV: number; readonly seqKV: number },
+  blockKV: number,
+): ProgramKernel {
+  const M = from.blockKV / blockKV;
+  if (!Number.isInteger(M) || M < 2)
+    throw new Error(`expand: ${from.blockKV}-key blocks do not split into ${blockKV}-key blocks`);
+  const NB = Math.ceil(from.seqKV / from.blockKV);
+  const NBS = Math.ceil(from.seqKV / blockKV);
+  const body = `  const int t = threadIdx.x;
+  const int r0 = min(ROWS, t * PER), r1 = min(ROWS, r0 + PER);
+  int dropped = 0;  // the last block's sub-blocks past the keys, in this thread's rows
+  for (int r = r0; r < r1; ++r) {
+    const int e1 = p.sel_start[r + 1];
+    if (e1 > p.sel_start[r] && p.sel_blocks[e1 - 1] == NB - 1) dropped += PAST;
+  }
+  p.drops[t] = dropped;
+  __syncthreads();
+  int before = 0;
+  for (int u = 0; u < t; ++u) before += p.drops[u];
+  int o = M * p.sel_start[r0] - before;
+  for (int r = r0; r < r1; ++r) {
+    p.out_start[r] = o;
+    for (int e = p.sel_start[r]; e < p.sel_start[r + 1]; ++e) {
+      const int j = p.sel_blocks[e];
+      for (int s = 0; s < M; ++s)
+        if (M * j + s < NBS) p.out_blocks[o++] = M * j + s;
+    }
+  }
+  if (t == NTHREADS - 1) p.out_start[ROWS] = o;  // its rows are the last ones (or none)`;
+  return programKernel(
+    `expand selection (${from.blockKV}-key blocks -> ${blockKV})`,
+    'tsr_expand_selection',
+    [
+      ptr('sel_start', 'const int*'),
+      ptr('sel_blocks', 'const int*'),
+      ptr('drops', 'int*'),
+      ptr('out_start', 'int*'),
+      ptr('out_blocks', 'int*'),
+    ],
+    [
+      `constexpr int ROWS = ${from.rows}, PER = ${Math.max(1, Math.ceil(from.rows / PROGRAM_THREADS))};`,
+      `constexpr int M = ${M}, NB = ${NB}, NBS = ${NBS};  // sub-blocks per block, blocks, sub-blocks`,
+      `constexpr int PAST = ${M * NB - NBS};  // sub-blocks of the last block past the keys`,
+    ],
+    body,
+    1,
+    PROGRAM_THREADS,
+  );
+}
+
 /** What a compressed kernel needs to know about the selection it reads, if any. */
 export interface SelectionShape {
   readonly mode: 'exclude' | 'only';
@@ -114,6 +174,10 @@ export interface SelectionShape {
  * Compressed: one warp per query row. Lanes split the q·k_j dot product and own output columns
  * lane, lane + 32, ...; the score of summary j is scale·q·k_j + ln n_j; causal keeps the blocks strictly
  * before the query's own block (j < ⌊i / block⌋); a selection row (ascending) is walked alongside j.
+ * With `features` (a feature-map kernel, F features): the rows are the stabilised features the
+ * linear module's feature kernel wrote (`phi_q` [B, H, N, F], `phi_k` [B, HK, NB, F], stabilisers
+ * `stab_q`, `stab_k`) and the score is ln(φ̃(q)·φ̃(k_j)) + c_q + c_j + ln n_j, summaries with no
+ * mass skipped, so exp(score) = n_j φ(q)·φ(k_j) and lse = ln Σ_j n_j φ(q)·φ(k_j).
  */
 export function emitCompressed(
   step: CompressedStep,
@@ -121,12 +185,21 @@ export function emitCompressed(
   k: readonly [number, number, number, number],
   dv: number,
   selection: SelectionShape | null,
+  features: number | null = null,
 ): ProgramKernel {
   const [B, H, N, D] = q;
   const HK = k[1];
   const NB = k[2];
   const rows = B * H * N;
   const mode = selection === null ? 0 : selection.mode === 'exclude' ? 1 : 2;
+  const phi = features !== null;
+  const X = phi ? 'F' : 'D'; // the length of the rows the dot product runs over
+  const qRow = phi ? 'p.phi_q' : 'p.q';
+  const kRow = phi ? 'p.phi_k' : 'p.k';
+  const score = phi
+    ? `    if (!(dot > 0.f)) continue;  // no mass (the same sum on every lane: the warp stays together)
+    const float s = logf(dot) + cq + ck[j] + logf((float)min(BLOCK, SEQKV - j * BLOCK));`
+    : '    const float s = fmaf(dot, SCALE, logf((float)min(BLOCK, SEQKV - j * BLOCK)));';
   const body = `  const long long row = (long long)blockIdx.x * WARPS + (threadIdx.x >> 5);  // (b, h, i)
   if (row >= ROWS) return;
   const int lane = threadIdx.x & 31;
@@ -134,9 +207,9 @@ export function emitCompressed(
   const int hk = h / GROUP;
   float qv[QC];
   #pragma unroll
-  for (int c = 0; c < QC; ++c) qv[c] = c * 32 + lane < D ? p.q[row * D + c * 32 + lane] : 0.f;
-  const float* kb = p.k + (long long)(b * HK + hk) * NB * D;
-  const float* vb = p.v + (long long)(b * HK + hk) * NB * DV;
+  for (int c = 0; c < QC; ++c) qv[c] = c * 32 + lane < ${X} ? ${qRow}[row * ${X} + c * 32 + lane] : 0.f;
+  const float* kb = ${kRow} + (long long)(b * HK + hk) * NB * ${X};
+${phi ? '  const float cq = p.stab_q[row];\n  const float* ck = p.stab_k + (long long)(b * HK + hk) * NB;\n' : ''}  const float* vb = p.v + (long long)(b * HK + hk) * NB * DV;
 ${
   mode
     ? `  const int srow = (b * H + h) * SEL_NQ + i / SEL_BQ;
@@ -149,7 +222,7 @@ ${
   for (int c = 0; c < VC; ++c) acc[c] = 0.f;
   for (int j = 0; j < NB; ++j) {
     if (CAUSAL && j >= i / BLOCK) break;  // only blocks strictly before the query's own
-${
+${step.skipOwnBlock ? '    if (j == i / BLOCK) continue;  // skipOwnBlock\n' : ''}${
   mode
     ? `    while (e < e1 && p.sel_blocks[e] < j) ++e;
     const bool chosen = e < e1 && p.sel_blocks[e] == j;
@@ -158,10 +231,10 @@ ${
     : ''
 }    float dot = 0.f;
     #pragma unroll
-    for (int c = 0; c < QC; ++c) if (c * 32 + lane < D) dot = fmaf(qv[c], kb[(long long)j * D + c * 32 + lane], dot);
+    for (int c = 0; c < QC; ++c) if (c * 32 + lane < ${X}) dot = fmaf(qv[c], kb[(long long)j * ${X} + c * 32 + lane], dot);
     #pragma unroll
     for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-    const float s = fmaf(dot, SCALE, logf((float)min(BLOCK, SEQKV - j * BLOCK)));
+${score}
     const float mn = fmaxf(m, s);
     const float corr = expf(m - mn);  // m = -inf at first: 0
     const float pr = expf(s - mn);
@@ -176,12 +249,16 @@ ${
   for (int c = 0; c < VC; ++c)
     if (c * 32 + lane < DV) p.out[row * DV + c * 32 + lane] = acc[c] * inv;
 ${step.lse !== undefined ? '  if (lane == 0) p.lse[row] = l > 0.f ? m + logf(l) : TSR_NEG_INF;\n' : ''}`;
+  const what = [
+    ...(phi ? [`${step.kernel?.featureMap ?? 'feature'} features`] : []),
+    ...(step.skipOwnBlock ? ['skipOwnBlock'] : []),
+    ...(selection ? [`selection: ${selection.mode}`] : []),
+  ];
   return programKernel(
-    `compressed${selection ? ` (selection: ${selection.mode})` : ''}`,
+    `compressed${what.length ? ` (${what.join(', ')})` : ''}`,
     'tsr_compressed',
     [
-      ptr('q'),
-      ptr('k'),
+      ...(phi ? [ptr('phi_q'), ptr('stab_q'), ptr('phi_k'), ptr('stab_k')] : [ptr('q'), ptr('k')]),
       ptr('v'),
       ...(mode ? [ptr('sel_start', 'const int*'), ptr('sel_blocks', 'const int*')] : []),
       ptr('out', 'float*'),
@@ -190,10 +267,11 @@ ${step.lse !== undefined ? '  if (lane == 0) p.lse[row] = l > 0.f ? m + logf(l) 
     [
       `constexpr int WARPS = ${WARPS};`,
       `constexpr int H = ${H}, HK = ${HK}, GROUP = ${H / HK}, N = ${N}, D = ${D}, DV = ${dv};`,
-      `constexpr int QC = ${Math.ceil(D / 32)}, VC = ${Math.ceil(dv / 32)};  // columns per lane`,
+      ...(phi ? [`constexpr int F = ${features};  // features per row`] : []),
+      `constexpr int QC = ${Math.ceil((features ?? D) / 32)}, VC = ${Math.ceil(dv / 32)};  // columns per lane`,
       `constexpr int NB = ${NB}, BLOCK = ${step.block}, SEQKV = ${step.seqKV};`,
       `constexpr bool CAUSAL = ${step.causal};`,
-      `constexpr float SCALE = ${floatLiteral(step.scale)};`,
+      ...(phi ? [] : [`constexpr float SCALE = ${floatLiteral(step.scale)};`]),
       ...(selection
         ? [`constexpr int SEL_BQ = ${selection.blockQ}, SEL_NQ = ${selection.numQBlocks};`]
         : []),

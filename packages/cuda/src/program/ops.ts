@@ -10,9 +10,14 @@ import {
   blockLayout,
   type CompressedStep,
   ceilDiv,
+  defineAttention,
+  featureDim,
   InputError,
+  type KernelConfig,
+  linearInputScales,
   type ProgramOps,
   type ProgramStep,
+  randomFeatureMatrix,
   type SelectStep,
   type Shape,
   type StepEnv,
@@ -20,6 +25,7 @@ import {
   UnsupportedError,
 } from '@tessera/core';
 import type { CudaBackend } from '../backend.js';
+import { SIMT_BLOCK_KV } from '../emit/flash-simt.js';
 import { type CudaModuleSource, emitCuda, launchGeometry, packParams } from '../emit/index.js';
 import { native } from '../errors.js';
 import type { DeviceBuffer } from '../runtime/device.js';
@@ -30,9 +36,10 @@ import {
   emitMerge,
   emitPool,
   emitProject,
+  PROGRAM_THREADS,
   type ProgramKernel,
 } from './emit.js';
-import { emitCompressed, emitSelect } from './emit-attention.js';
+import { emitCompressed, emitExpandSelection, emitSelect } from './emit-attention.js';
 
 export interface CudaTensorValue {
   readonly kind: 'tensor';
@@ -67,6 +74,7 @@ const elements = (s: Shape): number => s[0] * s[1] * s[2] * s[3];
 export class CudaProgramOps implements ProgramOps<CudaValue> {
   private readonly plans = new Map<AttentionSpec, Map<string, Promise<SelectPlan>>>();
   private readonly captured = new Map<AttentionSpec, Promise<DeviceBuffer[]>>();
+  private readonly matrices = new Map<string, Promise<DeviceBuffer>>();
   private disposed = false;
 
   constructor(private readonly backend: CudaBackend) {}
@@ -189,8 +197,10 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
     const plans = [...this.plans.values()].flatMap((m) => [...m.values()]);
     for (const p of plans) for (const b of (await p.catch(() => null))?.buffers ?? []) b.release();
     for (const c of this.captured.values()) for (const b of await c.catch(() => [])) b.release();
+    for (const m of this.matrices.values()) (await m.catch(() => null))?.release();
     this.plans.clear();
     this.captured.clear();
+    this.matrices.clear();
   }
 
   // ------------------------------------------------------------------ steps
@@ -355,7 +365,11 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
     return res;
   }
 
-  /** The spec's flash kernel at the selection's block shape, walking the selection's layout. */
+  /**
+   * The spec's flash kernel at the selection's block shape, walking the selection's layout. A
+   * kernel that cannot take the selection's key blocks (the CUDA-core one takes 32 keys) walks
+   * the selection expanded on the device into its own key blocks (same keys, see expandSelection).
+   */
   private async attendSelected(
     step: AttendStep,
     sel: CudaSelectionValue,
@@ -366,47 +380,41 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
     lse: bigint,
   ): Promise<void> {
     const { spec } = step;
-    const { blockQ, blockKV } = sel.step;
-    let module: CudaModuleSource;
-    try {
-      module = emitCuda(spec, { blockQ, blockKV });
-    } catch (e) {
-      if (e instanceof UnsupportedError)
-        throw new UnsupportedError(
-          `cuda: attend '${step.out}' cannot walk selection '${step.selection}' (blocks ${blockQ}×${blockKV}): ${e.message}`,
-        );
-      throw e;
-    }
+    const { module, blockKV } = selectedModule(step, sel);
     if (spec.batch > 65535 || spec.headsQ > 65535)
       throw new UnsupportedError(
         `cuda: batch and headsQ must be at most 65535 (got ${spec.batch}, ${spec.headsQ})`,
       );
+    const { blockQ } = sel.layout;
     const label = `${spec.hash}-${module.path}-${blockQ}x${blockKV}-selected`;
     const { functions } = await this.backend.loadModule(module, label);
     const entry = module.kernels[0];
     const fn = functions[0];
     if (!entry || fn === undefined) throw new Error('softmax module has no kernel');
     const captured = await this.capturedOf(spec);
-    const geometry = launchGeometry(spec, module, sel.layout);
-    let order: DeviceBuffer | null = null;
+    const temps: DeviceBuffer[] = [];
     try {
+      const walk =
+        blockKV === sel.layout.blockKV ? sel : await this.expandSelection(sel, blockKV, temps);
+      const geometry = launchGeometry(spec, module, walk.layout);
       const values: Record<string, bigint | number> = {
         q,
         k,
         v,
         out,
         lse,
-        row_start: sel.rowStart.ptr,
-        kv_blocks: sel.kvBlocks.ptr,
-        full: sel.full.ptr,
-        layout_batches: sel.layout.batches,
-        layout_heads: sel.layout.heads,
+        row_start: walk.rowStart.ptr,
+        kv_blocks: walk.kvBlocks.ptr,
+        full: walk.full.ptr,
+        layout_batches: walk.layout.batches,
+        layout_heads: walk.layout.heads,
       };
       captured.forEach((b, i) => {
         values[`t${i}`] = b.ptr;
       });
       if (geometry.order) {
-        order = this.alloc(geometry.order.byteLength);
+        const order = this.alloc(geometry.order.byteLength);
+        temps.push(order);
         await this.backend.cuda.upload(order, geometry.order);
         values.q_order = order.ptr;
       }
@@ -422,8 +430,49 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
         ),
       );
     } finally {
-      (order as DeviceBuffer | null)?.release();
+      // Later work on the default stream is ordered after this launch, so reuse is safe.
+      for (const t of temps) t.release();
     }
+  }
+
+  /**
+   * `sel` as a selection of `blockKV`-key blocks, built on the device from its entries (they never
+   * leave it); buffers go to `temps`. Its host layout's row starts are upper bounds (M × the
+   * selection's): the exact ones, less the sub-blocks past the last key, are on the device.
+   */
+  private async expandSelection(
+    sel: CudaSelectionValue,
+    blockKV: number,
+    temps: DeviceBuffer[],
+  ): Promise<Pick<CudaSelectionValue, 'layout' | 'rowStart' | 'kvBlocks' | 'full'>> {
+    const l = sel.layout;
+    const m = l.blockKV / blockKV;
+    const rows = l.rowStart.length - 1;
+    const bound = m * (l.rowStart[rows] as number);
+    const buffer = (bytes: number): DeviceBuffer => {
+      const b = this.alloc(bytes);
+      temps.push(b);
+      return b;
+    };
+    const drops = buffer(4 * PROGRAM_THREADS);
+    const rowStart = buffer(4 * (rows + 1));
+    const kvBlocks = buffer(4 * bound);
+    const full = buffer(bound); // partial, as the selection's: the mask applies
+    this.backend.cuda.fill(full, 0);
+    await this.launch(emitExpandSelection({ rows, blockKV: l.blockKV, seqKV: l.seqKV }, blockKV), {
+      sel_start: sel.rowStart.ptr,
+      sel_blocks: sel.kvBlocks.ptr,
+      drops: drops.ptr,
+      out_start: rowStart.ptr,
+      out_blocks: kvBlocks.ptr,
+    });
+    const layout: BlockLayout = {
+      ...l,
+      blockKV,
+      numKVBlocks: ceilDiv(l.seqKV, blockKV),
+      rowStart: l.rowStart.map((x) => m * x),
+    };
+    return { layout, rowStart, kvBlocks, full };
   }
 
   private async compressed(
@@ -434,25 +483,29 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
     const k = this.tensor(env, step.k);
     const v = this.tensor(env, step.v);
     const sel = step.selection === undefined ? null : this.selection(env, step.selection);
-    const kernel = emitCompressed(
-      step,
-      q.shape,
-      k.shape,
-      v.shape[3],
-      sel
-        ? {
-            mode: step.selectionMode ?? 'exclude',
-            blockQ: sel.layout.blockQ,
-            numQBlocks: sel.layout.numQBlocks,
-          }
-        : null,
-    );
+    const temps: DeviceBuffer[] = [];
     const out = this.output(env, step.out);
     const lse = step.lse !== undefined ? this.output(env, step.lse) : null;
     try {
+      const inputs: Record<string, bigint> = step.kernel
+        ? await this.compressedFeatures(step, q, k, temps)
+        : { q: q.buffer.ptr, k: k.buffer.ptr };
+      const kernel = emitCompressed(
+        step,
+        q.shape,
+        k.shape,
+        v.shape[3],
+        sel
+          ? {
+              mode: step.selectionMode ?? 'exclude',
+              blockQ: sel.layout.blockQ,
+              numQBlocks: sel.layout.numQBlocks,
+            }
+          : null,
+        step.kernel ? featureDim(compressedSpec(step, q.shape, k.shape)) : null,
+      );
       await this.launch(kernel, {
-        q: q.buffer.ptr,
-        k: k.buffer.ptr,
+        ...inputs,
         v: v.buffer.ptr,
         ...(sel ? { sel_start: sel.rowStart.ptr, sel_blocks: sel.kvBlocks.ptr } : {}),
         out: out.buffer.ptr,
@@ -462,8 +515,101 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
       out.buffer.release();
       lse?.buffer.release();
       throw e;
+    } finally {
+      for (const t of temps) t.release(); // ordered after the launch on the default stream
     }
     return { [step.out]: out, ...(lse && step.lse ? { [step.lse]: lse } : {}) };
+  }
+
+  /**
+   * The stabilised features of the queries and of the summaries of a compressed step with a
+   * kernel, written by the feature kernel of the linear module for the same feature map (so the
+   * maps, scaling and stabilisers are the linear path's); buffers go to `temps`.
+   */
+  private async compressedFeatures(
+    step: CompressedStep,
+    q: CudaTensorValue,
+    k: CudaTensorValue,
+    temps: DeviceBuffer[],
+  ): Promise<Record<string, bigint>> {
+    const spec = compressedSpec(step, q.shape, k.shape);
+    if (spec.kernel.type !== 'linear') throw new Error('not a linear spec');
+    let module: CudaModuleSource;
+    try {
+      module = emitCuda(spec);
+    } catch (e) {
+      if (e instanceof UnsupportedError)
+        throw new UnsupportedError(`cuda: compressed '${step.out}': ${e.message}`);
+      throw e;
+    }
+    const { functions } = await this.backend.loadModule(module, `${spec.hash}-compressed-features`);
+    const entry = module.kernels[0];
+    const fn = functions[0];
+    if (!entry || fn === undefined) throw new Error('linear module has no feature kernel');
+    const F = featureDim(spec);
+    const w = spec.kernel.featureMap === 'favor+' ? await this.randomMatrix(spec) : null;
+    const scales = linearInputScales(spec.scale);
+    const ptrs: Record<string, bigint> = {};
+    for (const [name, t, mul] of [
+      ['q', q, scales.query],
+      ['k', k, scales.key],
+    ] as const) {
+      const [B, heads, seq, D] = t.shape;
+      const phi = this.alloc(4 * B * heads * seq * F);
+      temps.push(phi);
+      const stab = this.alloc(4 * B * heads * seq);
+      temps.push(stab);
+      const params = packParams(entry.params, {
+        src: t.buffer.ptr,
+        phi: phi.ptr,
+        stab: stab.ptr,
+        w: w?.ptr ?? 0n,
+        s_b: heads * seq * D,
+        s_h: seq * D,
+        s_r: D,
+        heads,
+        seq,
+        scale: mul,
+      });
+      const grid = [Math.ceil((B * heads * seq) / 4), 1, 1] as const; // 4 rows (warps) per block
+      native(() =>
+        this.backend.cuda.addon.launch(
+          fn,
+          grid,
+          [entry.threads, 1, 1],
+          entry.dynamicSharedBytes,
+          0n,
+          params,
+        ),
+      );
+      ptrs[`phi_${name}`] = phi.ptr;
+      ptrs[`stab_${name}`] = stab.ptr;
+    }
+    return ptrs;
+  }
+
+  /** Core's random feature matrix of a favor+ spec on the device, uploaded once per matrix. */
+  private randomMatrix(spec: AttentionSpec): Promise<DeviceBuffer> {
+    if (spec.kernel.type !== 'linear') throw new Error('not a linear spec');
+    const kernel = spec.kernel;
+    const key = `${kernel.featureMap}|${kernel.features}|${kernel.seed}|${spec.headDim}`;
+    let m = this.matrices.get(key);
+    if (!m) {
+      m = (async () => {
+        const data = randomFeatureMatrix(kernel, spec.headDim);
+        const b = this.alloc(data.byteLength);
+        try {
+          await this.backend.cuda.upload(b, data);
+        } catch (e) {
+          b.release();
+          throw e;
+        }
+        return b;
+      })();
+      this.matrices.set(key, m);
+      m.catch(() => this.matrices.delete(key));
+    }
+    return m;
   }
 
   // ------------------------------------------------------------------ helpers
@@ -518,4 +664,63 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
       this.backend.cuda.addon.launch(fn, k.grid, [k.entry.threads, 1, 1], 0, 0n, params),
     );
   }
+}
+
+/**
+ * The flash module that walks `sel` for `step`: at the selection's blocks when the kernel takes
+ * them, else at the CUDA-core key block when that divides the selection's (the selection is then
+ * expanded); otherwise UnsupportedError naming the step, the selection and the blocks.
+ */
+function selectedModule(
+  step: AttendStep,
+  sel: CudaSelectionValue,
+): { module: CudaModuleSource; blockKV: number } {
+  const { blockQ, blockKV } = sel.layout;
+  let first: UnsupportedError;
+  try {
+    return { module: emitCuda(step.spec, { blockQ, blockKV }), blockKV };
+  } catch (e) {
+    if (!(e instanceof UnsupportedError)) throw e;
+    first = e;
+  }
+  if (blockKV % SIMT_BLOCK_KV === 0) {
+    try {
+      const module = emitCuda(step.spec, { blockQ, blockKV: SIMT_BLOCK_KV });
+      return { module, blockKV: SIMT_BLOCK_KV };
+    } catch (e) {
+      if (!(e instanceof UnsupportedError)) throw e;
+    }
+  }
+  throw new UnsupportedError(
+    `cuda: attend '${step.out}' cannot walk selection '${step.selection}' (blocks ${blockQ}×${blockKV}): ${first.message}`,
+  );
+}
+
+const specCache = new WeakMap<CompressedStep, AttentionSpec>();
+
+/**
+ * The linear spec whose feature map a compressed step's kernel names (as the cpu reference builds
+ * it): queries are its q rows, summaries its keys. Its feature kernel is launched, not its scan.
+ */
+function compressedSpec(step: CompressedStep, q: Shape, k: Shape): AttentionSpec {
+  const hit = specCache.get(step);
+  if (hit) return hit;
+  const km = step.kernel;
+  if (!km) throw new Error('compressed step without a kernel');
+  const kernel: KernelConfig =
+    km.featureMap === 'favor+'
+      ? { type: 'linear', featureMap: 'favor+', features: km.features ?? 256, seed: km.seed ?? 0 }
+      : { type: 'linear', featureMap: km.featureMap };
+  const spec = defineAttention({
+    batch: q[0],
+    headsQ: q[1],
+    headsKV: k[1],
+    seqQ: q[2],
+    seqKV: k[2],
+    headDim: q[3],
+    scale: step.scale,
+    kernel,
+  });
+  specCache.set(step, spec);
+  return spec;
 }
