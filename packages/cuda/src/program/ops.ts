@@ -10,14 +10,10 @@ import {
   blockLayout,
   type CompressedStep,
   ceilDiv,
-  defineAttention,
   featureDim,
   InputError,
-  type KernelConfig,
-  linearInputScales,
   type ProgramOps,
   type ProgramStep,
-  randomFeatureMatrix,
   type SelectStep,
   type Shape,
   type StepEnv,
@@ -40,6 +36,7 @@ import {
   type ProgramKernel,
 } from './emit.js';
 import { emitCompressed, emitExpandSelection, emitSelect } from './emit-attention.js';
+import { compressedSpec, FeatureWriter } from './features.js';
 
 export interface CudaTensorValue {
   readonly kind: 'tensor';
@@ -74,10 +71,12 @@ const elements = (s: Shape): number => s[0] * s[1] * s[2] * s[3];
 export class CudaProgramOps implements ProgramOps<CudaValue> {
   private readonly plans = new Map<AttentionSpec, Map<string, Promise<SelectPlan>>>();
   private readonly captured = new Map<AttentionSpec, Promise<DeviceBuffer[]>>();
-  private readonly matrices = new Map<string, Promise<DeviceBuffer>>();
+  private readonly features: FeatureWriter;
   private disposed = false;
 
-  constructor(private readonly backend: CudaBackend) {}
+  constructor(private readonly backend: CudaBackend) {
+    this.features = new FeatureWriter(backend, (bytes) => this.alloc(bytes));
+  }
 
   async upload(data: Float32Array, shape: Shape): Promise<CudaValue> {
     if (!(data instanceof Float32Array) || data.length !== elements(shape))
@@ -197,10 +196,9 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
     const plans = [...this.plans.values()].flatMap((m) => [...m.values()]);
     for (const p of plans) for (const b of (await p.catch(() => null))?.buffers ?? []) b.release();
     for (const c of this.captured.values()) for (const b of await c.catch(() => [])) b.release();
-    for (const m of this.matrices.values()) (await m.catch(() => null))?.release();
+    await this.features.dispose();
     this.plans.clear();
     this.captured.clear();
-    this.matrices.clear();
   }
 
   // ------------------------------------------------------------------ steps
@@ -488,7 +486,7 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
     const lse = step.lse !== undefined ? this.output(env, step.lse) : null;
     try {
       const inputs: Record<string, bigint> = step.kernel
-        ? await this.compressedFeatures(step, q, k, temps)
+        ? await this.features.write(step, q, k, temps)
         : { q: q.buffer.ptr, k: k.buffer.ptr };
       const kernel = emitCompressed(
         step,
@@ -519,97 +517,6 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
       for (const t of temps) t.release(); // ordered after the launch on the default stream
     }
     return { [step.out]: out, ...(lse && step.lse ? { [step.lse]: lse } : {}) };
-  }
-
-  /**
-   * The stabilised features of the queries and of the summaries of a compressed step with a
-   * kernel, written by the feature kernel of the linear module for the same feature map (so the
-   * maps, scaling and stabilisers are the linear path's); buffers go to `temps`.
-   */
-  private async compressedFeatures(
-    step: CompressedStep,
-    q: CudaTensorValue,
-    k: CudaTensorValue,
-    temps: DeviceBuffer[],
-  ): Promise<Record<string, bigint>> {
-    const spec = compressedSpec(step, q.shape, k.shape);
-    if (spec.kernel.type !== 'linear') throw new Error('not a linear spec');
-    let module: CudaModuleSource;
-    try {
-      module = emitCuda(spec);
-    } catch (e) {
-      if (e instanceof UnsupportedError)
-        throw new UnsupportedError(`cuda: compressed '${step.out}': ${e.message}`);
-      throw e;
-    }
-    const { functions } = await this.backend.loadModule(module, `${spec.hash}-compressed-features`);
-    const entry = module.kernels[0];
-    const fn = functions[0];
-    if (!entry || fn === undefined) throw new Error('linear module has no feature kernel');
-    const F = featureDim(spec);
-    const w = spec.kernel.featureMap === 'favor+' ? await this.randomMatrix(spec) : null;
-    const scales = linearInputScales(spec.scale);
-    const ptrs: Record<string, bigint> = {};
-    for (const [name, t, mul] of [
-      ['q', q, scales.query],
-      ['k', k, scales.key],
-    ] as const) {
-      const [B, heads, seq, D] = t.shape;
-      const phi = this.alloc(4 * B * heads * seq * F);
-      temps.push(phi);
-      const stab = this.alloc(4 * B * heads * seq);
-      temps.push(stab);
-      const params = packParams(entry.params, {
-        src: t.buffer.ptr,
-        phi: phi.ptr,
-        stab: stab.ptr,
-        w: w?.ptr ?? 0n,
-        s_b: heads * seq * D,
-        s_h: seq * D,
-        s_r: D,
-        heads,
-        seq,
-        scale: mul,
-      });
-      const grid = [Math.ceil((B * heads * seq) / 4), 1, 1] as const; // 4 rows (warps) per block
-      native(() =>
-        this.backend.cuda.addon.launch(
-          fn,
-          grid,
-          [entry.threads, 1, 1],
-          entry.dynamicSharedBytes,
-          0n,
-          params,
-        ),
-      );
-      ptrs[`phi_${name}`] = phi.ptr;
-      ptrs[`stab_${name}`] = stab.ptr;
-    }
-    return ptrs;
-  }
-
-  /** Core's random feature matrix of a favor+ spec on the device, uploaded once per matrix. */
-  private randomMatrix(spec: AttentionSpec): Promise<DeviceBuffer> {
-    if (spec.kernel.type !== 'linear') throw new Error('not a linear spec');
-    const kernel = spec.kernel;
-    const key = `${kernel.featureMap}|${kernel.features}|${kernel.seed}|${spec.headDim}`;
-    let m = this.matrices.get(key);
-    if (!m) {
-      m = (async () => {
-        const data = randomFeatureMatrix(kernel, spec.headDim);
-        const b = this.alloc(data.byteLength);
-        try {
-          await this.backend.cuda.upload(b, data);
-        } catch (e) {
-          b.release();
-          throw e;
-        }
-        return b;
-      })();
-      this.matrices.set(key, m);
-      m.catch(() => this.matrices.delete(key));
-    }
-    return m;
   }
 
   // ------------------------------------------------------------------ helpers
@@ -694,33 +601,4 @@ function selectedModule(
   throw new UnsupportedError(
     `cuda: attend '${step.out}' cannot walk selection '${step.selection}' (blocks ${blockQ}×${blockKV}): ${first.message}`,
   );
-}
-
-const specCache = new WeakMap<CompressedStep, AttentionSpec>();
-
-/**
- * The linear spec whose feature map a compressed step's kernel names (as the cpu reference builds
- * it): queries are its q rows, summaries its keys. Its feature kernel is launched, not its scan.
- */
-function compressedSpec(step: CompressedStep, q: Shape, k: Shape): AttentionSpec {
-  const hit = specCache.get(step);
-  if (hit) return hit;
-  const km = step.kernel;
-  if (!km) throw new Error('compressed step without a kernel');
-  const kernel: KernelConfig =
-    km.featureMap === 'favor+'
-      ? { type: 'linear', featureMap: 'favor+', features: km.features ?? 256, seed: km.seed ?? 0 }
-      : { type: 'linear', featureMap: km.featureMap };
-  const spec = defineAttention({
-    batch: q[0],
-    headsQ: q[1],
-    headsKV: k[1],
-    seqQ: q[2],
-    seqKV: k[2],
-    headDim: q[3],
-    scale: step.scale,
-    kernel,
-  });
-  specCache.set(step, spec);
-  return spec;
 }
