@@ -180,6 +180,7 @@ export async function createCpuBackend(
     runOptions: RunOptions = {},
   ): Promise<AttentionOutputs> => {
     if (disposed) throw new UnsupportedError('this cpu backend was disposed');
+    compile(spec); // the spec is checked before its inputs
     validateInputs(spec, inputs);
     const { strategy, blockQ, blockKV } = checkOptions(runOptions);
     if (strategy === 'naive') checkNaiveMemory(spec, maxNaiveBytes);
