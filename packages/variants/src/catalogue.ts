@@ -52,6 +52,11 @@ export function standardSystems(shape: SystemShape): System[] {
       seed: 8,
     }),
     linearizedGrouped(s, { group: Math.max(2, Math.min(16, block / 4)), seed: 9 }),
+    linearizedGrouped(s, {
+      group: Math.max(2, Math.min(16, block / 4)),
+      across: 'softmax',
+      seed: 9,
+    }),
     compactGrouped(s, { block, fraction: 0.175, seed: 10 }),
     sparseProjected(s, { block, fraction: 0.175 }),
   );

@@ -48,9 +48,10 @@ function topKOf(
  * by a learned-weighted pooling of its keys and values (`seq / group` summaries, 8–16× fewer than
  * tokens for group 8–16). Attention is exact softmax inside each group; across groups each query
  * attends to the other groups' summaries (each counted as its group) with a feature-map kernel
- * (`across: 'linear'`, FAVOR+ with `features` random features, whose lse estimates softmax's) or
- * with softmax (`across: 'softmax'`). The two are merged by log-sum-exp: hierarchical aggregation,
- * exact inside the group. Causal: earlier groups only.
+ * (`across: 'linear'`, the default: FAVOR+ with `features` random features, whose lse estimates
+ * softmax's) or with softmax (`across: 'softmax'`, named 'linearized-grouped-softmax'). The two
+ * are merged by log-sum-exp: hierarchical aggregation, exact inside the group. Causal: earlier
+ * groups only.
  */
 export function linearizedGrouped(
   shape: SystemShape,
@@ -59,7 +60,7 @@ export function linearizedGrouped(
   const where = 'linearizedGrouped';
   const s = resolveShape(where, shape);
   const g = positive(where, 'group', opts?.group, s.seq);
-  const across = opts.across ?? 'softmax';
+  const across = opts.across ?? 'linear';
   if (across !== 'linear' && across !== 'softmax')
     throw new SpecError(
       `${where}: across must be 'linear' or 'softmax' (got ${JSON.stringify(across)})`,
@@ -101,7 +102,7 @@ export function linearizedGrouped(
     outputs: ['out'],
   });
   return {
-    name: 'linearized-grouped',
+    name: across === 'linear' ? 'linearized-grouped' : 'linearized-grouped-softmax',
     shape: s,
     program,
     weights: {
