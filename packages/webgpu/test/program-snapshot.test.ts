@@ -1,6 +1,12 @@
 // The generated WGSL of the program kernels, pinned: a change to an emitter shows up as a diff.
 // The emitters need no device; the same inputs must give the same text.
+import type { CompressedStep } from '@tessera/core';
 import { describe, expect, it } from 'vitest';
+import {
+  emitSummaryFeatures,
+  featureLayout,
+  featureMapPlan,
+} from '../src/program/compressed-features.js';
 import { emitCompressed } from '../src/program/compressed-kernel.js';
 import { emitDense, emitGate, emitMerge, emitPool, emitProject } from '../src/program/kernels.js';
 import { emitRound } from '../src/program/round-kernel.js';
@@ -18,6 +24,29 @@ const compressed = {
   seqKV: 45,
   scale: 0.35355339059327373,
 };
+
+/** The work layout of a compressed step with `kernel` over the summaries above (2 × 2 × 6). */
+const features = (kernel: NonNullable<CompressedStep['kernel']>) =>
+  featureLayout(
+    featureMapPlan(
+      {
+        op: 'compressed',
+        out: 'o',
+        q: 'q',
+        k: 'k',
+        v: 'v',
+        block: 8,
+        seqKV: 45,
+        causal: false,
+        scale: compressed.scale,
+        kernel,
+      },
+      8,
+    ),
+    2 * 2 * 6,
+  );
+const favor = features({ featureMap: 'favor+', features: 16, seed: 1 });
+const summaries = { batch: 2, headsKV: 2, numBlocks: 6, headDim: 8 };
 
 const sources: Record<string, () => string> = {
   'pool-mean': () => emitPool(x, 8, false),
@@ -59,6 +88,25 @@ const sources: Record<string, () => string> = {
       causal: false,
       selection: { mode: 'only', blockQ: 16, numQBlocks: 3, entries: 25 },
     }),
+  'compressed-skip-own-block': () =>
+    emitCompressed({ ...compressed, causal: false, skipOwnBlock: true }),
+  'compressed-favor-causal-selection': () =>
+    emitCompressed({
+      ...compressed,
+      causal: true,
+      features: favor,
+      selection: { mode: 'exclude', blockQ: 16, numQBlocks: 3, entries: 25 },
+    }),
+  'compressed-relu-skip-own-block': () =>
+    emitCompressed({
+      ...compressed,
+      causal: false,
+      skipOwnBlock: true,
+      features: features({ featureMap: 'relu' }),
+    }),
+  'compressed-summary-features-favor': () => emitSummaryFeatures(summaries, favor),
+  'compressed-summary-features-elu': () =>
+    emitSummaryFeatures(summaries, features({ featureMap: 'elu+1' })),
 };
 
 describe('generated program WGSL snapshots', () => {

@@ -3,6 +3,7 @@
 
 import {
   type AttentionSpec,
+  type CompressedStep,
   defineAttention,
   defineProgram,
   type Program,
@@ -492,6 +493,133 @@ describe('select', () => {
       });
     }
   }
+});
+
+describe('compressed with a feature map, and skipOwnBlock', () => {
+  type Kernel = NonNullable<CompressedStep['kernel']>;
+  const compressedStep = (
+    block: number,
+    isCausal: boolean,
+    kernel: Kernel | undefined,
+    extra: Partial<CompressedStep> = {},
+  ): CompressedStep => ({
+    op: 'compressed',
+    out: 'o',
+    lse: 'l',
+    q: 'q',
+    k: 'kp',
+    v: 'vp',
+    block,
+    seqKV: N,
+    causal: isCausal,
+    scale: 0.5,
+    ...(kernel ? { kernel } : {}),
+    ...extra,
+  });
+  const pooled = (block: number, step: CompressedStep): ProgramConfig => ({
+    inputs: shapes,
+    steps: [
+      { op: 'pool', out: 'kp', x: 'k', block },
+      { op: 'pool', out: 'vp', x: 'v', block },
+      step,
+    ],
+    outputs: ['o', 'l'],
+  });
+  const inputs = () => ({ q: rand(shapes.q, 2), k: rand(shapes.k, 2), v: rand(shapes.v) });
+
+  // [name, kernel, block]: blocks 8 and 16 are both ragged against N = 45 (last blocks 5 and 13).
+  const kernels: [string, Kernel | undefined, number][] = [
+    ['softmax', undefined, 8],
+    ['favor+ with 32 features', { featureMap: 'favor+', features: 32, seed: 7 }, 8],
+    ['favor+ with 64 features', { featureMap: 'favor+', features: 64, seed: 3 }, 16],
+    ['elu+1', { featureMap: 'elu+1' }, 8],
+    ['relu', { featureMap: 'relu' }, 16],
+  ];
+  kernels.forEach(([name, kernel, block], index) => {
+    // skipOwnBlock changes nothing when causal (the own block is never seen); half the cases set it.
+    const skip = index % 2 === 1;
+    if (kernel) {
+      it(`${name}, causal${skip ? ' with skipOwnBlock' : ''}, GQA, ragged blocks of ${block}`, async () => {
+        const step = compressedStep(block, true, kernel, { skipOwnBlock: skip });
+        const out = await agree(pooled(block, step), inputs());
+        // The first block's queries see no summary: out 0, lse -Infinity.
+        expect(out.l?.[0]).toBe(Number.NEGATIVE_INFINITY);
+        expect(
+          Array.from(out.l ?? [])
+            .slice(block, N)
+            .some(Number.isFinite),
+        ).toBe(true);
+      });
+    }
+    it(`${name}, bidirectional with skipOwnBlock, GQA, ragged blocks of ${block}`, async () => {
+      const step = compressedStep(block, false, kernel, { skipOwnBlock: true });
+      const x = inputs();
+      const got = await agree(pooled(block, step), x);
+      // Skipping the own block changes the result (the test would notice it being ignored).
+      const plain = await runProgram(
+        gpu,
+        defineProgram(pooled(block, { ...step, skipOwnBlock: false })),
+        x,
+      );
+      expect(worstError(plain.outputs.o as Float32Array, got.o as Float32Array)).toBeGreaterThan(
+        1e-3,
+      );
+    });
+  });
+
+  it('favor+ default features (256) and seed, with a selection excluded, causal', async () => {
+    await agree(
+      {
+        inputs: shapes,
+        steps: [
+          ...selectSteps(causalSpec, 16, 8, 3, 1),
+          { op: 'pool', out: 'vp', x: 'v', block: 8 },
+          compressedStep(
+            8,
+            true,
+            { featureMap: 'favor+' },
+            { selection: 'sel', selectionMode: 'exclude' },
+          ),
+        ],
+        outputs: ['o', 'l'],
+      },
+      inputs(),
+    );
+  });
+
+  it('relu rows with no mass (queries ≤ 0) give out 0 and lse -Infinity', async () => {
+    const x = inputs();
+    // Every 5th query row of every (batch, head) non-positive: relu features all zero.
+    for (let r = 0; r < B * H * N; r += 5)
+      for (let d = 0; d < D; d++) x.q[r * D + d] = -Math.abs(x.q[r * D + d] as number);
+    const out = await agree(
+      pooled(8, compressedStep(8, false, { featureMap: 'relu' }, { skipOwnBlock: true })),
+      x,
+    );
+    for (let r = 0; r < B * H * N; r++) {
+      if (r % 5 === 0) {
+        expect(out.l?.[r]).toBe(Number.NEGATIVE_INFINITY);
+        for (let d = 0; d < D; d++) expect(out.o?.[r * D + d]).toBe(0);
+      }
+    }
+    // Other rows still see summaries (relu rows may have none by chance; the CPU agrees on which).
+    expect(Array.from(out.l ?? []).filter(Number.isFinite).length).toBeGreaterThan((B * H * N) / 2);
+  });
+
+  it('a feature map the backend does not have is refused with UnsupportedError', async () => {
+    const kp = await gpu.program.upload(rand([B, HK, 6, D]), [B, HK, 6, D]);
+    const q = await gpu.program.upload(rand(shapes.q), shapes.q);
+    const values: Record<string, GpuValue> = { q, kp, vp: kp };
+    const env: StepEnv<GpuValue> = {
+      get: (name) => values[name] as GpuValue,
+      shape: (name) => (name === 'q' ? shapes.q : [B, H, N, D]),
+    };
+    const step = compressedStep(8, true, { featureMap: 'trig-rf' as 'relu' });
+    await expect(gpu.program.step(step, env)).rejects.toThrow(/'trig-rf'/);
+    await expect(gpu.program.step(step, env)).rejects.toThrow(UnsupportedError);
+    gpu.program.free(q);
+    gpu.program.free(kp);
+  });
 });
 
 describe('a whole program', () => {

@@ -1,10 +1,14 @@
 /**
  * WGSL of the `compressed` step: one invocation per query row runs an online softmax over the
  * block summaries (score `scale·q·k_j + ln n_j`), accumulating straight into its output row.
- * Causal: only the summaries of blocks strictly before the query's own block. With a selection, a
- * pointer walks the row's ascending entries beside j to exclude or keep just the selected blocks.
+ * With a feature map the score is `ln(φ̃(q)·φ̃(k_j)) + c_q + c_j + ln n_j` (the summaries'
+ * features come from a first pass into `work`, compressed-features.ts), and a summary with no
+ * mass is skipped. Causal: only the summaries of blocks strictly before the query's own block;
+ * skipOwnBlock drops the own block too. With a selection, a pointer walks the row's ascending
+ * entries beside j to exclude or keep just the selected blocks.
  */
 import { MASKED, NEG_INF_BITS } from '../wgsl/common.js';
+import { type FeatureLayout, featureConsts, featureHelpers } from './compressed-features.js';
 import { emitGridKernel, f32Lit } from './grid.js';
 
 export interface CompressedKernelShape {
@@ -18,6 +22,9 @@ export interface CompressedKernelShape {
   readonly seqKV: number;
   readonly scale: number;
   readonly causal: boolean;
+  readonly skipOwnBlock?: boolean;
+  /** A feature map instead of softmax; `work` holds the summaries' features (featureLayout). */
+  readonly features?: FeatureLayout;
   readonly selection?: {
     readonly mode: 'exclude' | 'only';
     readonly blockQ: number;
@@ -30,9 +37,30 @@ export interface CompressedKernelShape {
 export function emitCompressed(s: CompressedKernelShape): string {
   const numBlocks = Math.ceil(s.seqKV / s.block);
   const sel = s.selection;
+  const feat = s.features;
+  // Causal already stops before the own block.
+  const skipOwn = s.skipOwnBlock === true && !s.causal;
+  const score = feat
+    ? [
+        '  var mass = 0.0f;',
+        '  for (var f = 0u; f < F; f++) {',
+        '    mass = fma(phi[f], work[KF + (kv + j) * F + f], mass);',
+        '  }',
+        '  if (!(mass > 0.0f)) {',
+        '    continue; // no mass, no contribution',
+        '  }',
+        '  let s = log(mass) + cq + work[KC + kv + j] + log(f32(n));',
+      ]
+    : [
+        '  var s = 0.0f;',
+        '  for (var d = 0u; d < HEAD_DIM; d++) {',
+        '    s = fma(q[q0 + d], k[(kv + j) * HEAD_DIM + d], s);',
+        '  }',
+        '  s = s * SCALE + log(f32(n));',
+      ];
   return emitGridKernel({
     title: [
-      `Tessera program: compressed attention to ${numBlocks} summaries of ${s.block} keys${s.causal ? ', causal' : ''}${sel ? `, selection ${sel.mode}` : ''}`,
+      `Tessera program: compressed attention to ${numBlocks} summaries of ${s.block} keys${feat ? ` with ${feat.featureMap} features (${feat.features})` : ''}${s.causal ? ', causal' : ''}${skipOwn ? ", skipping the query's own block" : ''}${sel ? `, selection ${sel.mode}` : ''}`,
       `q [${s.batch}, ${s.heads}, ${s.rows}, ${s.headDim}], k/v [${s.batch}, ${s.headsKV}, ${numBlocks}, ${s.headDim}/${s.cols}]`,
     ],
     items: s.batch * s.heads * s.rows,
@@ -46,7 +74,9 @@ export function emitCompressed(s: CompressedKernelShape): string {
       ['BLOCK', s.block],
       ['NUM_BLOCKS', numBlocks],
       ['SEQ_KV', s.seqKV],
-      ['SCALE', f32Lit(s.scale)],
+      ...(feat
+        ? ([...featureConsts(feat), ['Q_MUL', f32Lit(feat.query)]] as const)
+        : ([['SCALE', f32Lit(s.scale)]] as const)),
       ['MASKED', MASKED],
       ['NEG_INF_BITS', NEG_INF_BITS],
       ...(sel
@@ -59,25 +89,30 @@ export function emitCompressed(s: CompressedKernelShape): string {
     ],
     bindings: [
       'var<storage, read> q: array<f32>;',
-      'var<storage, read> k: array<f32>;',
+      feat ? 'var<storage, read> work: array<f32>;' : 'var<storage, read> k: array<f32>;',
       'var<storage, read> v: array<f32>;',
       'var<storage, read_write> out: array<f32>;',
       'var<storage, read_write> lse: array<u32>;',
       ...(sel ? ['var<storage, read> selection: array<u32>;'] : []),
     ],
-    helpers: sel
-      ? [
-          'fn selected_block(p: u32) -> u32 {',
-          '  return selection[SEL_ENTRIES + p] & 0x7fffffffu;',
-          '}',
-        ]
-      : [],
+    helpers: [
+      ...(feat ? featureHelpers(feat, s.headDim, 'query_features', 'q') : []),
+      ...(feat && sel ? [''] : []),
+      ...(sel
+        ? [
+            'fn selected_block(p: u32) -> u32 {',
+            '  return selection[SEL_ENTRIES + p] & 0x7fffffffu;',
+            '}',
+          ]
+        : []),
+    ],
     body: [
       'let i = idx % ROWS;',
       'let bh = idx / ROWS;',
       'let kv = ((bh / HEADS) * HEADS_KV + (bh % HEADS) / GROUP) * NUM_BLOCKS;',
       'let q0 = idx * HEAD_DIM;',
       'let o0 = idx * COLS;',
+      ...(feat ? ['let cq = query_features(q0, Q_MUL);'] : []),
       'for (var c = 0u; c < COLS; c++) {',
       '  out[o0 + c] = 0.0f;',
       '}',
@@ -99,6 +134,9 @@ export function emitCompressed(s: CompressedKernelShape): string {
             '  }',
           ]
         : []),
+      ...(skipOwn
+        ? ['  if (j == i / BLOCK) {', "    continue; // the query's own block is skipped", '  }']
+        : []),
       ...(sel
         ? [
             '  while (p < p_end && selected_block(p) < j) {',
@@ -110,11 +148,7 @@ export function emitCompressed(s: CompressedKernelShape): string {
             '  }',
           ]
         : []),
-      '  var s = 0.0f;',
-      '  for (var d = 0u; d < HEAD_DIM; d++) {',
-      '    s = fma(q[q0 + d], k[(kv + j) * HEAD_DIM + d], s);',
-      '  }',
-      '  s = s * SCALE + log(f32(n));',
+      ...score,
       '  let m_new = max(m, s);',
       '  let alpha = exp(m - m_new);',
       '  let pj = exp(s - m_new);',

@@ -6,7 +6,7 @@
  * out = φ̃(q)·S / φ̃(q)·z with, when causal, the keys of its own chunk added one by one.
  * Everything lives in one scratch buffer `work` (offsets below), so six bindings suffice.
  */
-import { type AttentionSpec, featureDim, linearInputScales } from '@tessera/core';
+import { type AttentionSpec, type FeatureMap, featureDim, linearInputScales } from '@tessera/core';
 import { MASKED, NEG_INF_BITS, specStrides } from './common.js';
 
 export const LINEAR_THREADS = 64;
@@ -61,24 +61,23 @@ const f32Lit = (x: number): string => {
   return /[.e]/.test(s) ? `${s}f` : `${s}.0f`;
 };
 
-export function emitLinear(spec: AttentionSpec, lay: LinearLayout, storage: 'f32' | 'f16'): string {
-  const k = spec.kernel;
-  if (k.type !== 'linear') throw new Error('emitLinear() needs a linear spec');
-  const st = specStrides(spec);
-  const { query, key } = linearInputScales(spec.scale);
-  const D = spec.headDim;
-  const DV = spec.headDimV;
-  const F = lay.features;
-  const m = k.features;
-  const C = lay.chunk;
-  const E = F * (DV + 1);
-  const causal = spec.mask !== null;
-  const cast = storage === 'f32' ? '' : 'f32';
-  const T = LINEAR_THREADS;
-
-  // The feature map: writes φ̃ of row `row` of `buf` (scaled by `mul`) to phi, returns c.
-  const featureBody: string[] = (() => {
-    switch (k.featureMap) {
+/**
+ * WGSL of a feature map of core's features.ts: `fn name(row: u32, mul: f32) -> f32` writes the
+ * stabilised features φ̃ of x = mul · (row's elements) into a `var<private> phi` of featureDim
+ * entries and returns the stabiliser c. `fetch` reads element `d` of the row (it may use `row`
+ * and `d`); random maps read their matrix from `work[W + r · headDim + d]`, so the module must
+ * bind `work` and define `W`.
+ */
+export function emitFeatureFn(
+  name: string,
+  map: { readonly featureMap: FeatureMap; readonly features: number },
+  headDim: number,
+  fetch: string,
+): string[] {
+  const D = headDim;
+  const m = map.features;
+  const body: string[] = (() => {
+    switch (map.featureMap) {
       case 'elu+1':
         return [
           `for (var d = 0u; d < ${D}u; d++) {`,
@@ -122,11 +121,29 @@ export function emitLinear(spec: AttentionSpec, lay: LinearLayout, storage: 'f32
         ];
     }
   })();
-  const featureFn = (name: string, buf: string) => [
+  return [
     `fn ${name}(row: u32, mul: f32) -> f32 {`,
-    ...featureBody.map((l) => `  ${l.replaceAll('FETCH', `${cast}(${buf}[row + d])`)}`),
+    ...body.map((l) => `  ${l.replaceAll('FETCH', fetch)}`),
     '}',
   ];
+}
+
+export function emitLinear(spec: AttentionSpec, lay: LinearLayout, storage: 'f32' | 'f16'): string {
+  const k = spec.kernel;
+  if (k.type !== 'linear') throw new Error('emitLinear() needs a linear spec');
+  const st = specStrides(spec);
+  const { query, key } = linearInputScales(spec.scale);
+  const D = spec.headDim;
+  const DV = spec.headDimV;
+  const F = lay.features;
+  const C = lay.chunk;
+  const E = F * (DV + 1);
+  const causal = spec.mask !== null;
+  const cast = storage === 'f32' ? '' : 'f32';
+  const T = LINEAR_THREADS;
+
+  const featureFn = (name: string, buf: string) =>
+    emitFeatureFn(name, k, D, `${cast}(${buf}[row + d])`);
 
   const lines = [
     ...(storage === 'f16' ? ['enable f16;', ''] : []),
