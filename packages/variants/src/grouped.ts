@@ -2,7 +2,7 @@
  * Multi-branch systems: several key/value sources (full, pooled, selected) attended separately
  * and merged, exactly by log-sum-exp where the branches see disjoint keys, or by learned gates.
  */
-import { defineProgram, maskMod, SpecError } from '@tessera/core';
+import { type CompressedStep, defineProgram, maskMod, SpecError } from '@tessera/core';
 import { blockDiagonal, chunkedCausal, slidingWindow } from '@tessera/patterns';
 import { exactSpec, kvRowsState, MERGE_NEAR_FAR } from './classic.js';
 import {
@@ -16,6 +16,32 @@ import {
   type SystemShape,
   specOf,
 } from './system.js';
+
+/**
+ * The far branch over block summaries `kp`/`vp` of blocks of `block` keys: attention of q to the
+ * summaries into `c` (lse `lc`), causal like the shape, with the shape's softmax scale.
+ */
+function farBranch(
+  s: ResolvedShape,
+  block: number,
+  extra: Partial<
+    Pick<CompressedStep, 'selection' | 'selectionMode' | 'skipOwnBlock' | 'kernel'>
+  > = {},
+): CompressedStep {
+  return {
+    op: 'compressed',
+    out: 'c',
+    lse: 'lc',
+    q: 'q',
+    k: 'kp',
+    v: 'vp',
+    block,
+    seqKV: s.seq,
+    causal: s.causal,
+    scale: 1 / Math.sqrt(s.headDim),
+    ...extra,
+  };
+}
 
 const ownBlock = (s: ResolvedShape, block: number) =>
   s.causal ? chunkedCausal(block) : blockDiagonal(block);
@@ -81,22 +107,12 @@ export function linearizedGrouped(
       },
       { op: 'pool', out: 'kp', x: 'k', block: g, weights: 'wk' },
       { op: 'pool', out: 'vp', x: 'v', block: g, weights: 'wv' },
-      {
-        op: 'compressed',
-        out: 'c',
-        lse: 'lc',
-        q: 'q',
-        k: 'kp',
-        v: 'vp',
-        block: g,
-        seqKV: s.seq,
-        causal: s.causal,
+      farBranch(s, g, {
         skipOwnBlock: !s.causal,
-        scale: 1 / Math.sqrt(s.headDim),
         ...(across === 'linear'
           ? { kernel: { featureMap: 'favor+', features, seed: seed + 2 } }
           : {}),
-      },
+      }),
       MERGE_NEAR_FAR,
     ],
     outputs: ['out'],
@@ -170,20 +186,7 @@ export function compactGrouped(
         topK,
         local: 0,
       },
-      {
-        op: 'compressed',
-        out: 'c',
-        lse: 'lc',
-        q: 'q',
-        k: 'kp',
-        v: 'vp',
-        block,
-        seqKV: s.seq,
-        causal: s.causal,
-        scale: 1 / Math.sqrt(s.headDim),
-        selection: 'sel',
-        selectionMode: 'only',
-      },
+      farBranch(s, block, { selection: 'sel', selectionMode: 'only' }),
       MERGE_NEAR_FAR,
     ],
     outputs: ['out'],
@@ -239,20 +242,7 @@ export function sparseProjected(
         local: 1,
       },
       { op: 'attend', out: 'a', lse: 'la', spec, q: 'q', k: 'k', v: 'v', selection: 'sel' },
-      {
-        op: 'compressed',
-        out: 'c',
-        lse: 'lc',
-        q: 'q',
-        k: 'kp',
-        v: 'vp',
-        block,
-        seqKV: s.seq,
-        causal: s.causal,
-        scale: spec.scale,
-        selection: 'sel',
-        selectionMode: 'exclude',
-      },
+      farBranch(s, block, { selection: 'sel', selectionMode: 'exclude' }),
       MERGE_NEAR_FAR,
     ],
     outputs: ['out'],
@@ -300,17 +290,7 @@ export function nativeSparse(
     steps: [
       { op: 'pool', out: 'kp', x: 'k', block, weights: 'wk' },
       { op: 'pool', out: 'vp', x: 'v', block, weights: 'wv' },
-      {
-        op: 'compressed',
-        out: 'c',
-        q: 'q',
-        k: 'kp',
-        v: 'vp',
-        block,
-        seqKV: s.seq,
-        causal: s.causal,
-        scale: spec.scale,
-      },
+      farBranch(s, block),
       { op: 'pool', out: 'qp', x: 'q', block },
       {
         op: 'select',
