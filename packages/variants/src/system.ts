@@ -197,8 +197,9 @@ export interface SystemRun {
 }
 
 /**
- * Runs a system on one layer's q, k, v. A system with a shared compression computes it first;
- * pass `shared` (from `compress`) to reuse one computed for another layer.
+ * Runs a system on one layer's q, k, v (host arrays or DeviceValues). A system with a shared
+ * compression computes it first; pass `shared` (from `compress`) to reuse one computed for another
+ * layer, and `weights` to replace any of `system.weights` (e.g. by copies already on the device).
  */
 export async function runSystem(
   backend: ProgramBackend,
