@@ -101,8 +101,10 @@ export {
 } from './plan.js';
 export {
   type AttendStep,
+  COMPRESSED_DEFAULT_FEATURES,
   type CompressedKernel,
   type CompressedStep,
+  compressedKernelConfig,
   type DenseStep,
   defineProgram,
   type GateStep,

@@ -12,7 +12,7 @@
  */
 import { SpecError } from './errors.js';
 import { ceilDiv } from './layout.js';
-import type { AttentionSpec } from './spec.js';
+import type { AttentionSpec, KernelConfig } from './spec.js';
 
 /** `[batch, heads, rows, cols]`. */
 export type Shape = readonly [number, number, number, number];
@@ -137,9 +137,27 @@ export interface CompressedStep {
 
 export interface CompressedKernel {
   readonly featureMap: 'favor+' | 'elu+1' | 'relu';
-  /** Random features for 'favor+' (default 256). */
+  /** Random features for 'favor+' (default COMPRESSED_DEFAULT_FEATURES, 256). */
   readonly features?: number;
   readonly seed?: number;
+}
+
+/** Default random features of a 'favor+' compressed kernel. */
+export const COMPRESSED_DEFAULT_FEATURES = 256;
+
+/**
+ * The linear-spec kernel a compressed step's feature map means: every backend builds its feature
+ * map, input scaling, stabilisers and random matrix from this, as for a linear spec.
+ */
+export function compressedKernelConfig(kernel: CompressedKernel): KernelConfig {
+  return kernel.featureMap === 'favor+'
+    ? {
+        type: 'linear',
+        featureMap: 'favor+',
+        features: kernel.features ?? COMPRESSED_DEFAULT_FEATURES,
+        seed: kernel.seed ?? 0,
+      }
+    : { type: 'linear', featureMap: kernel.featureMap };
 }
 
 /**

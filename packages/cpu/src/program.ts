@@ -11,9 +11,9 @@ import {
   blockLayout,
   type CompressedStep,
   ceilDiv,
+  compressedKernelConfig,
   defineAttention,
   type GateStep,
-  type KernelConfig,
   layoutSlice,
   type MergeStep,
   type PoolStep,
@@ -328,10 +328,7 @@ function compressedFeatures(step: CompressedStep, headDim: number): LinearKernel
   const hit = featureCache.get(step);
   if (hit) return hit;
   const km = step.kernel as NonNullable<CompressedStep['kernel']>;
-  const kernel: KernelConfig =
-    km.featureMap === 'favor+'
-      ? { type: 'linear', featureMap: 'favor+', features: km.features ?? 256, seed: km.seed ?? 0 }
-      : { type: 'linear', featureMap: km.featureMap };
+  const kernel = compressedKernelConfig(km);
   const spec = defineAttention({
     batch: 1,
     headsQ: 1,

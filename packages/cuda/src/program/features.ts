@@ -7,9 +7,9 @@
 import {
   type AttentionSpec,
   type CompressedStep,
+  compressedKernelConfig,
   defineAttention,
   featureDim,
-  type KernelConfig,
   linearInputScales,
   randomFeatureMatrix,
   type Shape,
@@ -142,10 +142,7 @@ export function compressedSpec(step: CompressedStep, q: Shape, k: Shape): Attent
   if (hit) return hit;
   const km = step.kernel;
   if (!km) throw new Error('compressed step without a kernel');
-  const kernel: KernelConfig =
-    km.featureMap === 'favor+'
-      ? { type: 'linear', featureMap: 'favor+', features: km.features ?? 256, seed: km.seed ?? 0 }
-      : { type: 'linear', featureMap: km.featureMap };
+  const kernel = compressedKernelConfig(km);
   const spec = defineAttention({
     batch: q[0],
     headsQ: q[1],

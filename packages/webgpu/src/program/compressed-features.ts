@@ -6,9 +6,9 @@
  */
 import {
   type CompressedStep,
+  compressedKernelConfig,
   defineAttention,
   featureDim,
-  type KernelConfig,
   linearInputScales,
   randomFeatureMatrix,
   UnsupportedError,
@@ -43,10 +43,7 @@ export function featureMapPlan(step: CompressedStep, headDim: number): FeatureMa
     throw new UnsupportedError(
       `webgpu: compressed '${step.out}': feature map '${fm}' is not supported (only ${MAPS.map((m) => `'${m}'`).join(', ')})`,
     );
-  const kernel: KernelConfig =
-    km.featureMap === 'favor+'
-      ? { type: 'linear', featureMap: 'favor+', features: km.features ?? 256, seed: km.seed ?? 0 }
-      : { type: 'linear', featureMap: km.featureMap };
+  const kernel = compressedKernelConfig(km);
   const spec = defineAttention({
     batch: 1,
     headsQ: 1,
