@@ -23,7 +23,6 @@ export { formatBytes, formatSeq, parseInts, parseSizes, summarize } from './unit
 export {
   type CrossLayerRow,
   crossLayerMarkdown,
-  fixtureLayers,
   loadFixture,
   measureCrossLayer,
   measureVariants,

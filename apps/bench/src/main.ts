@@ -13,7 +13,6 @@ import { parseInts, parseSizes } from './units.js';
 import {
   type CrossLayerRow,
   crossLayerMarkdown,
-  fixtureLayers,
   loadFixture,
   measureCrossLayer,
   measureVariants,
@@ -234,7 +233,8 @@ export async function main(argv: string[]): Promise<number> {
   }[] = [];
   if (withVariants) {
     const inputSets: VariantsInput[] = seqs.map((n) => structured(heads, n, flags.dim));
-    if (flags.fixture) inputSets.push(loadFixture(resolve(flags.fixture)));
+    const fixture = flags.fixture ? await loadFixture(resolve(flags.fixture)) : undefined;
+    if (fixture) inputSets.push(fixture);
     for (const b of backends) {
       const rows: VariantRow[] = [];
       for (const input of inputSets) {
@@ -256,15 +256,13 @@ export async function main(argv: string[]): Promise<number> {
         );
       }
       let crossLayer: CrossLayerRow[] | undefined;
-      const layers = flags.fixture ? fixtureLayers(resolve(flags.fixture)) : [];
-      if (flags.fixture && layers.length >= 2) {
-        const dir = resolve(flags.fixture);
-        crossLayer = await measureCrossLayer(
-          b,
-          loadFixture(dir, layers[layers.length - 2]),
-          loadFixture(dir, layers[layers.length - 1]),
-          { warmup: flags.warmup, repeat },
-        );
+      const layers = fixture?.layers ?? [];
+      if (fixture && flags.fixture && layers.length >= 2) {
+        const previous = await loadFixture(resolve(flags.fixture), layers[layers.length - 2]);
+        crossLayer = await measureCrossLayer(b, previous, fixture, {
+          warmup: flags.warmup,
+          repeat,
+        });
       }
       variantReports.push({
         backend: b.name,

@@ -3,12 +3,9 @@
  * same backend, side by side in one run — time, peak memory of the program's device values, the
  * decode state a system keeps instead of the KV cache, and the error of its output.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import {
   type AttentionBackend,
   DeviceValue,
-  f16BitsToF32,
   InputError,
   type ProgramInput,
   type Shape,
@@ -25,6 +22,7 @@ import {
   standardSystems,
   structuredInputs,
 } from '@tessera/variants';
+import { loadFixture as readFixture } from '@tessera/variants/fixtures';
 import { formatSeq } from './units.js';
 
 export interface QKV {
@@ -159,38 +157,22 @@ export async function measureVariants(
   return rows;
 }
 
-/** The layers a fixture holds, in order. */
-export function fixtureLayers(dir: string): number[] {
-  return (JSON.parse(readFileSync(join(dir, 'qkv.json'), 'utf8')) as { layers: number[] }).layers;
-}
-
-/** Reads the real-attention fixture (qkv.json + qkv-L<layer>.bin, f16, bhsd). */
-export function loadFixture(dir: string, layer?: number): VariantsInput {
-  const meta = JSON.parse(readFileSync(join(dir, 'qkv.json'), 'utf8')) as {
-    seq: number;
-    heads: number;
-    headDim: number;
-    layers: number[];
-  };
-  const L = layer ?? (meta.layers[meta.layers.length - 1] as number);
-  const buf = readFileSync(join(dir, `qkv-L${L}.bin`));
-  const n = meta.heads * meta.seq * meta.headDim;
-  if (buf.byteLength !== 3 * n * 2)
-    throw new InputError(
-      `fixture ${dir} layer ${L}: expected ${3 * n * 2} bytes, got ${buf.byteLength}`,
-    );
-  const bits = new Uint16Array(buf.buffer, buf.byteOffset, 3 * n);
-  const part = (i: number) => {
-    const out = new Float32Array(n);
-    for (let j = 0; j < n; j++) out[j] = f16BitsToF32(bits[i * n + j] as number);
-    return out;
-  };
+/**
+ * Reads one layer of a real-attention fixture (qkv.json + qkv-L<layer>.bin, f16, bhsd; default
+ * the last layer) with @tessera/variants' fixture loader, as an input set of this suite.
+ */
+export async function loadFixture(
+  dir: string,
+  layer?: number,
+): Promise<VariantsInput & { readonly layers: readonly number[] }> {
+  const fx = await readFixture(dir, layer);
   return {
-    source: `fixture-L${L}`,
-    heads: meta.heads,
-    seq: meta.seq,
-    dim: meta.headDim,
-    qkv: { q: part(0), k: part(1), v: part(2) },
+    source: `fixture-L${fx.layer}`,
+    heads: fx.heads,
+    seq: fx.seq,
+    dim: fx.headDim,
+    qkv: { q: fx.q, k: fx.k, v: fx.v },
+    layers: fx.meta.layers,
   };
 }
 

@@ -14,6 +14,18 @@ import {
   variantsMarkdown,
 } from '../src/index.js';
 
+/** A fixture header (qkv.json) in the format train_dump.py writes. */
+function header(fields: { seq: number; heads: number; headDim: number; layers: number[] }): string {
+  return JSON.stringify({
+    format: 1,
+    dtype: 'f16',
+    layout: 'bhsd',
+    order: ['q', 'k', 'v'],
+    scale: 1 / Math.sqrt(fields.headDim),
+    ...fields,
+  });
+}
+
 describe('variants suite', () => {
   it('measures every standard system against exact attention on the same backend', async () => {
     const cpu = await createCpuBackend();
@@ -79,14 +91,11 @@ describe('variants suite', () => {
     expect(existsSync(join(out, 'variants.md'))).toBe(true);
   });
 
-  it('rejects a fixture whose data does not match its header', () => {
+  it('rejects a fixture whose data does not match its header', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fixture-'));
-    writeFileSync(
-      join(dir, 'qkv.json'),
-      JSON.stringify({ seq: 4, heads: 1, headDim: 2, layers: [0] }),
-    );
+    writeFileSync(join(dir, 'qkv.json'), header({ seq: 4, heads: 1, headDim: 2, layers: [0] }));
     writeFileSync(join(dir, 'qkv-L0.bin'), new Uint8Array(10));
-    expect(() => loadFixture(dir)).toThrow(/expected 48 bytes, got 10/);
+    await expect(loadFixture(dir)).rejects.toThrow(/10 bytes, expected 48/);
   });
 
   it('reads a two-layer fixture and measures cross-layer reuse of a compression', async () => {
@@ -94,10 +103,7 @@ describe('variants suite', () => {
     const heads = 2;
     const seq = 96;
     const dim = 8;
-    writeFileSync(
-      join(dir, 'qkv.json'),
-      JSON.stringify({ seq, heads, headDim: dim, layers: [4, 5] }),
-    );
+    writeFileSync(join(dir, 'qkv.json'), header({ seq, heads, headDim: dim, layers: [4, 5] }));
     for (const [layer, seed] of [
       [4, 3],
       [5, 4],
@@ -109,8 +115,8 @@ describe('variants suite', () => {
       });
       writeFileSync(join(dir, `qkv-L${layer}.bin`), new Uint8Array(bits.buffer));
     }
-    const l4 = loadFixture(dir, 4);
-    const l5 = loadFixture(dir);
+    const l4 = await loadFixture(dir, 4);
+    const l5 = await loadFixture(dir);
     expect(l5.source).toBe('fixture-L5');
     const direct = structured(heads, seq, dim, 4).qkv.k;
     let maxDiff = 0;
