@@ -108,6 +108,7 @@ export {
   type DenseStep,
   defineProgram,
   type GateStep,
+  type GroupStep,
   type MergeStep,
   type PoolStep,
   type Program,
@@ -116,6 +117,7 @@ export {
   type ProjectStep,
   type SelectStep,
   type Shape,
+  type SubtractStep,
   stepReads,
   stepWrites,
 } from './program.js';

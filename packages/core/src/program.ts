@@ -12,7 +12,7 @@
  */
 import { SpecError } from './errors.js';
 import { ceilDiv } from './layout.js';
-import type { AttentionSpec, KernelConfig } from './spec.js';
+import { type AttentionSpec, isCausalExpr, type KernelConfig } from './spec.js';
 
 /** `[batch, heads, rows, cols]`. */
 export type Shape = readonly [number, number, number, number];
@@ -25,7 +25,9 @@ export type ProgramStep =
   | AttendStep
   | CompressedStep
   | MergeStep
-  | GateStep;
+  | SubtractStep
+  | GateStep
+  | GroupStep;
 
 /**
  * Summaries of consecutive blocks of `block` rows: `out[b,h,j] = Σ_t w_t x[b,h,j·block+t]`, with
@@ -88,9 +90,32 @@ export interface SelectStep {
 }
 
 /**
+ * Groups rows by content. Row t of `x` (`[batch, heads, rows, cols]`) goes to the cluster
+ * `c(t) = argmax_c x_t · centroids[h, c]` (scores in f32 on GPU backends; ties to the lower c);
+ * the rows are ordered by `(c(t), t)` and that order is cut into consecutive groups of `size`
+ * rows (the last may be shorter), so every group but the last has exactly `size` rows and row t
+ * belongs to group `⌊rank(t) / size⌋`, rank(t) being its place in the order. `centroids`:
+ * `[1, heads, clusters, cols]`. The result is a grouping held by the backend (on the device for
+ * GPU backends), with rank and order per (batch, head); `attend` reads it.
+ */
+export interface GroupStep {
+  readonly op: 'group';
+  readonly out: string;
+  readonly x: string;
+  readonly centroids: string;
+  readonly size: number;
+}
+
+/**
  * Runs `spec` (softmax or linear kernel) on `q`, `k`, `v`, whose shapes must be the spec's in
  * 'bhsd' order. With `selection` (made by a `select` step for this spec), only the selected KV
  * blocks are visited; the spec's mask still applies inside them. `lse`: `[batch, headsQ, seqQ, 1]`.
+ *
+ * With `groupQ` and `groupKV` (groupings of the `seqQ` query rows over `headsQ` heads and of the
+ * `seqKV` key rows over `headsKV` heads, made by `group` steps), query i of head h sees key j of
+ * KV head h/(headsQ/headsKV) only when their group numbers are equal, and the spec's mask (none
+ * or causal `q >= kv`; no score modification) allows it. Pass one grouping to both when queries
+ * and keys are the same tokens grouped once.
  */
 export interface AttendStep {
   readonly op: 'attend';
@@ -101,6 +126,8 @@ export interface AttendStep {
   readonly k: string;
   readonly v: string;
   readonly selection?: string;
+  readonly groupQ?: string;
+  readonly groupKV?: string;
 }
 
 /**
@@ -176,6 +203,21 @@ export interface MergeStep {
  * cols]` (usually the queries); `weight`: `[1, branches, heads, cols]`; `bias`:
  * `[1, 1, branches, heads]`. Per-head gates: a zero weight leaves only the bias.
  */
+/**
+ * What a kernel branch sees outside one of its parts: `whole` attends (with a feature-map kernel)
+ * to a set of keys, `part` to a subset of it with the same feature map, so `e^lse` are their
+ * normalisers. With `t = e^{l_p − l_w}`: `out = (o_w − t·o_p) / (1 − t)`,
+ * `lse = l_w + ln(1 − t)`; rows with `t ≥ 1` (nothing left) or an empty `whole` give 0 and −∞.
+ * In f32 the difference loses the digits the part shares with the whole.
+ */
+export interface SubtractStep {
+  readonly op: 'subtract';
+  readonly out: string;
+  readonly lse?: string;
+  readonly whole: { readonly out: string; readonly lse: string };
+  readonly part: { readonly out: string; readonly lse: string };
+}
+
 export interface GateStep {
   readonly op: 'gate';
   readonly out: string;
@@ -193,7 +235,7 @@ export interface ProgramConfig {
   readonly outputs: readonly string[];
 }
 
-export type ValueKind = 'tensor' | 'selection';
+export type ValueKind = 'tensor' | 'selection' | 'grouping';
 
 export interface Program {
   readonly inputs: Readonly<Record<string, Shape>>;
@@ -205,7 +247,18 @@ export interface Program {
   readonly lastUse: readonly (readonly string[])[];
 }
 
-const OPS = ['pool', 'project', 'dense', 'select', 'attend', 'compressed', 'merge', 'gate'];
+const OPS = [
+  'pool',
+  'project',
+  'dense',
+  'select',
+  'group',
+  'attend',
+  'compressed',
+  'merge',
+  'subtract',
+  'gate',
+];
 
 function posInt(where: string, field: string, v: unknown): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0 || v > 2 ** 31 - 1)
@@ -226,6 +279,8 @@ export function defineProgram(config: ProgramConfig): Program {
   const shapes: Record<string, Shape> = {};
   const kinds = new Map<string, ValueKind>();
   const selections = new Map<string, SelectStep>();
+  /** Grouping name → [batch, heads, rows] it groups. */
+  const groupings = new Map<string, readonly [number, number, number]>();
   for (const [name, shape] of Object.entries(config.inputs ?? {})) {
     if (!Array.isArray(shape) || shape.length !== 4)
       throw new SpecError(
@@ -342,6 +397,22 @@ export function defineProgram(config: ProgramConfig): Program {
         selections.set(step.out, step);
         break;
       }
+      case 'group': {
+        const x = tensorOf(where, 'x', step.x);
+        const c = tensorOf(where, 'centroids', step.centroids);
+        if (c[0] !== 1 || c[1] !== x[1] || c[3] !== x[3])
+          throw new SpecError(
+            `${where}: centroids must have shape [1, ${x[1]}, clusters, ${x[3]}] (got ${fmt(c)})`,
+          );
+        posInt(where, 'size', step.size);
+        if (step.size > x[2])
+          throw new SpecError(
+            `${where}: size ${step.size} exceeds the ${x[2]} rows of '${step.x}'`,
+          );
+        define(where, step.out, 'grouping');
+        groupings.set(step.out, [x[0], x[1], x[2]]);
+        break;
+      }
       case 'attend': {
         const spec = specOf(where, step.spec);
         const { batch: B, headsQ, headsKV, seqQ, seqKV, headDim, headDimV } = spec;
@@ -357,6 +428,31 @@ export function defineProgram(config: ProgramConfig): Program {
           if (sel.spec.hash !== spec.hash)
             throw new SpecError(
               `${where}: selection '${step.selection}' was made for another spec`,
+            );
+        }
+        if (step.groupQ !== undefined || step.groupKV !== undefined) {
+          if (step.groupQ === undefined || step.groupKV === undefined)
+            throw new SpecError(`${where}: groupQ and groupKV go together`);
+          if (step.selection !== undefined)
+            throw new SpecError(`${where}: a grouped attend cannot also walk a selection`);
+          const want = (field: string, name: string, heads: number, rows: number): void => {
+            const g = groupings.get(name);
+            if (!g)
+              throw new SpecError(`${where}: ${field} '${name}' is not a group step's output`);
+            if (g[0] !== B || g[1] !== heads || g[2] !== rows)
+              throw new SpecError(
+                `${where}: ${field} '${name}' must group [${B}, ${heads}, ${rows}] rows (it groups ${fmt(g)})`,
+              );
+          };
+          want('groupQ', step.groupQ, headsQ, seqQ);
+          want('groupKV', step.groupKV, headsKV, seqKV);
+          if (spec.mask !== null && !isCausalExpr(spec.mask.expr))
+            throw new SpecError(
+              `${where}: a grouped attend takes no mask or the causal one (got '${spec.mask.name}')`,
+            );
+          if (spec.scoreMod !== null)
+            throw new SpecError(
+              `${where}: a grouped attend takes no score modification (got '${spec.scoreMod.name}')`,
             );
         }
         define(where, step.out, 'tensor', [B, headsQ, seqQ, headDimV]);
@@ -440,6 +536,16 @@ export function defineProgram(config: ProgramConfig): Program {
           define(where, step.lse, 'tensor', [first[0], first[1], first[2], 1]);
         break;
       }
+      case 'subtract': {
+        const w = tensorOf(where, 'whole.out', step.whole?.out);
+        const rowShape = [w[0], w[1], w[2], 1];
+        expect(where, 'whole.lse', tensorOf(where, 'whole.lse', step.whole.lse), rowShape);
+        expect(where, 'part.out', tensorOf(where, 'part.out', step.part?.out), w);
+        expect(where, 'part.lse', tensorOf(where, 'part.lse', step.part.lse), rowShape);
+        define(where, step.out, 'tensor', w);
+        if (step.lse !== undefined) define(where, step.lse, 'tensor', rowShape as unknown as Shape);
+        break;
+      }
       case 'gate': {
         if (!Array.isArray(step.branches) || step.branches.length < 1)
           throw new SpecError(`${where}: branches must list at least one tensor`);
@@ -488,12 +594,23 @@ export function stepReads(step: ProgramStep): string[] {
       return [step.x, step.weight, ...(step.bias ? [step.bias] : [])];
     case 'select':
       return [step.q, step.k];
+    case 'group':
+      return [step.x, step.centroids];
     case 'attend':
-      return [step.q, step.k, step.v, ...(step.selection ? [step.selection] : [])];
+      return [
+        step.q,
+        step.k,
+        step.v,
+        ...(step.selection ? [step.selection] : []),
+        ...(step.groupQ ? [step.groupQ] : []),
+        ...(step.groupKV ? [step.groupKV] : []),
+      ];
     case 'compressed':
       return [step.q, step.k, step.v, ...(step.selection ? [step.selection] : [])];
     case 'merge':
       return step.branches.flatMap((b) => [b.out, b.lse]);
+    case 'subtract':
+      return [step.whole.out, step.whole.lse, step.part.out, step.part.lse];
     case 'gate':
       return [step.x, step.weight, step.bias, ...step.branches];
   }
@@ -505,6 +622,7 @@ export function stepWrites(step: ProgramStep): string[] {
     case 'attend':
     case 'compressed':
     case 'merge':
+    case 'subtract':
       return [step.out, ...(step.lse ? [step.lse] : [])];
     default:
       return [step.out];

@@ -14,6 +14,7 @@ import {
   compressedKernelConfig,
   defineAttention,
   type GateStep,
+  type GroupStep,
   layoutSlice,
   type MergeStep,
   type PoolStep,
@@ -23,6 +24,7 @@ import {
   type SelectStep,
   type Shape,
   type StepEnv,
+  type SubtractStep,
   UnsupportedError,
 } from '@tessera/core';
 import { attendCpu } from './backend.js';
@@ -30,7 +32,19 @@ import { type LinearKernel, linearKernel } from './linear.js';
 
 export type CpuValue =
   | { readonly kind: 'tensor'; readonly shape: Shape; readonly data: Float32Array }
-  | { readonly kind: 'selection'; readonly layout: BlockLayout };
+  | { readonly kind: 'selection'; readonly layout: BlockLayout }
+  | { readonly kind: 'grouping'; readonly grouping: Grouping };
+
+/**
+ * A `group` step's result: per (batch, head) slice of `rows` rows, `order` lists the rows by
+ * (cluster, row) and `rank` is its inverse; row t is in group ⌊rank[t] / size⌋.
+ */
+export interface Grouping {
+  readonly rows: number;
+  readonly size: number;
+  readonly rank: Int32Array;
+  readonly order: Int32Array;
+}
 
 const tensor = (shape: Shape, data: Float32Array): CpuValue => ({ kind: 'tensor', shape, data });
 
@@ -38,6 +52,12 @@ function dataOf(env: StepEnv<CpuValue>, name: string): Float32Array {
   const v = env.get(name);
   if (v.kind !== 'tensor') throw new UnsupportedError(`'${name}' is a selection, not a tensor`);
   return v.data;
+}
+
+function groupingOf(env: StepEnv<CpuValue>, name: string): Grouping {
+  const v = env.get(name);
+  if (v.kind !== 'grouping') throw new UnsupportedError(`'${name}' is not a grouping`);
+  return v.grouping;
 }
 
 function layoutOf(env: StepEnv<CpuValue>, name: string): BlockLayout {
@@ -59,6 +79,8 @@ export function cpuProgramOps(check: () => void): ProgramOps<CpuValue> {
     },
     bytes(value) {
       if (value.kind === 'tensor') return value.data.byteLength;
+      if (value.kind === 'grouping')
+        return value.grouping.rank.byteLength + value.grouping.order.byteLength;
       const l = value.layout;
       return l.rowStart.byteLength + l.kvBlocks.byteLength + l.full.byteLength;
     },
@@ -80,12 +102,16 @@ function runStep(step: ProgramStep, env: StepEnv<CpuValue>): Record<string, CpuV
       return { [step.out]: dense(step, env) };
     case 'select':
       return { [step.out]: { kind: 'selection', layout: select(step, env) } };
+    case 'group':
+      return { [step.out]: { kind: 'grouping', grouping: group(step, env) } };
     case 'attend':
-      return attend(step, env);
+      return step.groupQ === undefined ? attend(step, env) : attendGrouped(step, env);
     case 'compressed':
       return compressed(step, env);
     case 'merge':
       return merge(step, env);
+    case 'subtract':
+      return subtract(step, env);
     case 'gate':
       return { [step.out]: gate(step, env) };
   }
@@ -224,6 +250,131 @@ function select(step: SelectStep, env: StepEnv<CpuValue>): BlockLayout {
     }
   }
   return builder.finish();
+}
+
+function group(step: GroupStep, env: StepEnv<CpuValue>): Grouping {
+  const x = dataOf(env, step.x);
+  const c = dataOf(env, step.centroids);
+  const [B, H, N, D] = env.shape(step.x);
+  const C = (env.shape(step.centroids) as Shape)[2];
+  const rank = new Int32Array(B * H * N);
+  const order = new Int32Array(B * H * N);
+  const cluster = new Int32Array(N);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const base = (b * H + h) * N;
+      for (let t = 0; t < N; t++) {
+        let best = 0;
+        let bestScore = Number.NEGATIVE_INFINITY;
+        for (let ci = 0; ci < C; ci++) {
+          let sc = 0;
+          for (let d = 0; d < D; d++)
+            sc += (x[(base + t) * D + d] as number) * (c[(h * C + ci) * D + d] as number);
+          if (sc > bestScore) {
+            bestScore = sc;
+            best = ci;
+          }
+        }
+        cluster[t] = best;
+      }
+      // Counting sort by cluster, stable in t.
+      const start = new Int32Array(C + 1);
+      for (let t = 0; t < N; t++) start[(cluster[t] as number) + 1]++;
+      for (let ci = 0; ci < C; ci++)
+        start[ci + 1] = (start[ci + 1] as number) + (start[ci] as number);
+      for (let t = 0; t < N; t++) {
+        const r = start[cluster[t] as number]++ as number;
+        rank[base + t] = r;
+        order[base + r] = t;
+      }
+    }
+  }
+  return { rows: N, size: step.size, rank, order };
+}
+
+/**
+ * Attention of each query to the keys of its group (core's AttendStep), causal or not, softmax or
+ * a feature map (the linear spec's φ with its stabilisers, put back per key in f64).
+ */
+function attendGrouped(step: AttendStep, env: StepEnv<CpuValue>): Record<string, CpuValue> {
+  const spec = step.spec;
+  const q = dataOf(env, step.q);
+  const k = dataOf(env, step.k);
+  const v = dataOf(env, step.v);
+  const gq = groupingOf(env, step.groupQ as string);
+  const gk = groupingOf(env, step.groupKV as string);
+  const { batch: B, headsQ: H, headsKV: HK, seqQ: N, seqKV: M, headDim: D, headDimV: DV } = spec;
+  const causal = spec.mask !== null;
+  const lin = spec.kernel.type === 'linear' ? linearKernel(spec) : null;
+  const F = lin?.features ?? 0;
+  const phiQ = new Float64Array(F);
+  const phiK = new Float64Array(F);
+  const out = new Float32Array(B * H * N * DV);
+  const lse = new Float32Array(B * H * N);
+  const o = new Float64Array(DV);
+  const w: number[] = [];
+  const keys: number[] = [];
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const hk = Math.floor(h / (H / HK));
+      const kvBase = (b * HK + hk) * M;
+      for (let i = 0; i < N; i++) {
+        const r = (b * H + h) * N + i;
+        const g = Math.floor((gq.rank[r] as number) / gq.size);
+        keys.length = 0;
+        for (let m = g * gk.size; m < Math.min((g + 1) * gk.size, M); m++) {
+          const j = gk.order[kvBase + m] as number;
+          if (!causal || j <= i) keys.push(j);
+        }
+        // Log-weights of the visible keys, then their softmax-style combination.
+        w.length = 0;
+        let cq = 0;
+        if (lin) cq = lin.map(q, r * D, lin.query, phiQ);
+        let mx = Number.NEGATIVE_INFINITY;
+        let den = 0;
+        if (lin) {
+          // den = Σ φ̃q·φ̃k_j e^{c_j − c}, c the largest key stabiliser; signed features allowed.
+          const cks: number[] = [];
+          const dots: number[] = [];
+          for (const j of keys) {
+            cks.push(lin.map(k, (kvBase + j) * D, lin.key, phiK));
+            let dot = 0;
+            for (let f = 0; f < F; f++) dot += (phiQ[f] as number) * (phiK[f] as number);
+            dots.push(dot);
+          }
+          for (const c of cks) mx = Math.max(mx, c);
+          keys.forEach((_, n) => {
+            w.push((dots[n] as number) * Math.exp((cks[n] as number) - mx));
+          });
+        } else {
+          const sc = keys.map((j) => {
+            let s = 0;
+            for (let d = 0; d < D; d++)
+              s += (q[r * D + d] as number) * (k[(kvBase + j) * D + d] as number);
+            return s * spec.scale;
+          });
+          for (const s of sc) mx = Math.max(mx, s);
+          for (const s of sc) w.push(Math.exp(s - mx));
+        }
+        for (const x of w) den += x;
+        if (!(den > 0)) {
+          lse[r] = Number.NEGATIVE_INFINITY;
+          continue;
+        }
+        o.fill(0);
+        keys.forEach((j, n) => {
+          const wn = w[n] as number;
+          for (let d = 0; d < DV; d++)
+            o[d] = (o[d] as number) + wn * (v[(kvBase + j) * DV + d] as number);
+        });
+        for (let d = 0; d < DV; d++) out[r * DV + d] = (o[d] as number) / den;
+        lse[r] = Math.log(den) + mx + cq;
+      }
+    }
+  }
+  const res: Record<string, CpuValue> = { [step.out]: tensor(env.shape(step.out), out) };
+  if (step.lse !== undefined) res[step.lse] = tensor(env.shape(step.lse), lse);
+  return res;
 }
 
 function attend(step: AttendStep, env: StepEnv<CpuValue>): Record<string, CpuValue> {
@@ -367,6 +518,30 @@ function merge(step: MergeStep, env: StepEnv<CpuValue>): Record<string, CpuValue
       out[r * DV + d] = acc / sum;
     }
     lse[r] = m + Math.log(sum);
+  }
+  const res: Record<string, CpuValue> = { [step.out]: tensor(shape, out) };
+  if (step.lse !== undefined) res[step.lse] = tensor(env.shape(step.lse), lse);
+  return res;
+}
+
+function subtract(step: SubtractStep, env: StepEnv<CpuValue>): Record<string, CpuValue> {
+  const shape = env.shape(step.out);
+  const [B, H, N, DV] = shape;
+  const ow = dataOf(env, step.whole.out);
+  const lw = dataOf(env, step.whole.lse);
+  const op = dataOf(env, step.part.out);
+  const lp = dataOf(env, step.part.lse);
+  const out = new Float32Array(B * H * N * DV);
+  const lse = new Float32Array(B * H * N);
+  for (let r = 0; r < B * H * N; r++) {
+    const t = Math.exp((lp[r] as number) - (lw[r] as number));
+    if (lw[r] === Number.NEGATIVE_INFINITY || !(t < 1)) {
+      lse[r] = Number.NEGATIVE_INFINITY;
+      continue;
+    }
+    for (let d = 0; d < DV; d++)
+      out[r * DV + d] = ((ow[r * DV + d] as number) - t * (op[r * DV + d] as number)) / (1 - t);
+    lse[r] = (lw[r] as number) + Math.log1p(-t);
   }
   const res: Record<string, CpuValue> = { [step.out]: tensor(shape, out) };
   if (step.lse !== undefined) res[step.lse] = tensor(env.shape(step.lse), lse);
