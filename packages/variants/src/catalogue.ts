@@ -54,6 +54,12 @@ export function standardSystems(shape: SystemShape): System[] {
     linearizedGrouped(s, { group: Math.max(2, Math.min(16, block / 4)), seed: 9 }),
     linearizedGrouped(s, {
       group: Math.max(2, Math.min(16, block / 4)),
+      grouping: 'consecutive',
+      seed: 9,
+    }),
+    linearizedGrouped(s, {
+      group: Math.max(2, Math.min(16, block / 4)),
+      grouping: 'consecutive',
       across: 'softmax',
       seed: 9,
     }),

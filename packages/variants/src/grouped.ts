@@ -3,9 +3,16 @@
  * and merged, exactly by log-sum-exp where the branches see disjoint keys, or by learned gates.
  */
 import { type CompressedStep, defineProgram, maskMod, SpecError } from '@tessera/core';
-import { blockDiagonal, chunkedCausal, slidingWindow } from '@tessera/patterns';
+import {
+  blockDiagonal,
+  causal as causalMask,
+  chunkedCausal,
+  slidingWindow,
+} from '@tessera/patterns';
 import { exactSpec, kvRowsState, MERGE_NEAR_FAR } from './classic.js';
 import {
+  fitCentroids,
+  initCentroids,
   initGates,
   initPoolWeights,
   positive,
@@ -70,22 +77,44 @@ function topKOf(
 }
 
 /**
- * Linearized Grouped Attention: tokens form groups of `group` consecutive tokens, each summarised
- * by a learned-weighted pooling of its keys and values (`seq / group` summaries, 8–16× fewer than
- * tokens for group 8–16). Attention is exact softmax inside each group; across groups each query
- * attends to the other groups' summaries (each counted as its group) with a feature-map kernel
- * (`across: 'linear'`, the default: FAVOR+ with `features` random features, whose lse estimates
- * softmax's) or with softmax (`across: 'softmax'`, named 'linearized-grouped-softmax'). The two
- * are merged by log-sum-exp: hierarchical aggregation, exact inside the group. Causal: earlier
- * groups only.
+ * Linearized Grouped Attention. With `grouping: 'learned'` (the default), tokens are grouped by a
+ * learned similarity: queries and keys are routed to `clusters` shared centroids (`cq`:
+ * `[1, headsQ, clusters, headDim]`, `ck`: `[1, headsKV, clusters, headDim]`, the KV head's
+ * centroids repeated for its query heads; seeded unit vectors from `initCentroids`, or fitted
+ * with `calibrate` / `fitCentroids`), ordered by cluster and cut into groups of `group` tokens,
+ * `seq / group` groups (8–16× fewer than tokens for group 8–16). Attention is exact softmax to
+ * the keys of the query's group (earlier ones when causal). Across groups each query attends with
+ * the FAVOR+ kernel (`features` random features) to the other groups' summaries, a group's
+ * summary being its kernel state Σ φ(k)vᵀ, Σ φ(k) over its (earlier) keys: computed as the whole
+ * sequence's causal kernel attention minus the own group's (`subtract`). The two are merged by
+ * log-sum-exp, whose weights the FAVOR+ lse (an estimate of softmax's) makes comparable:
+ * hierarchical aggregation, exact inside the group. Every key counts once.
+ *
+ * With `grouping: 'consecutive'` ('linearized-grouped-consecutive'), groups are `group`
+ * consecutive tokens, each summarised by a learned-weighted pooling of its keys and values, and
+ * queries attend across to the (earlier, when causal) groups' summaries, each counted as its
+ * group, by FAVOR+ or, with `across: 'softmax'` ('linearized-grouped-softmax'), by softmax.
  */
 export function linearizedGrouped(
   shape: SystemShape,
-  opts: { group: number; across?: 'linear' | 'softmax'; features?: number; seed?: number },
+  opts: {
+    group: number;
+    grouping?: 'learned' | 'consecutive';
+    clusters?: number;
+    centroids?: Float32Array;
+    across?: 'linear' | 'softmax';
+    features?: number;
+    seed?: number;
+  },
 ): System {
   const where = 'linearizedGrouped';
   const s = resolveShape(where, shape);
   const g = positive(where, 'group', opts?.group, s.seq);
+  const grouping = opts.grouping ?? 'learned';
+  if (grouping !== 'learned' && grouping !== 'consecutive')
+    throw new SpecError(
+      `${where}: grouping must be 'learned' or 'consecutive' (got ${JSON.stringify(grouping)})`,
+    );
   const across = opts.across ?? 'linear';
   if (across !== 'linear' && across !== 'softmax')
     throw new SpecError(
@@ -93,6 +122,13 @@ export function linearizedGrouped(
     );
   const features = positive(where, 'features', opts.features ?? 256);
   const seed = opts.seed ?? 0;
+  if (grouping === 'learned') {
+    if (across !== 'linear')
+      throw new SpecError(
+        `${where}: learned grouping attends across groups with the kernel (across 'linear'); softmax across is the consecutive grouping's`,
+      );
+    return learnedGrouped(s, g, features, seed, opts);
+  }
   const program = defineProgram({
     inputs: { ...qkvShapes(s), wk: [1, s.headsKV, 1, g], wv: [1, s.headsKV, 1, g] },
     steps: [
@@ -118,7 +154,7 @@ export function linearizedGrouped(
     outputs: ['out'],
   });
   return {
-    name: across === 'linear' ? 'linearized-grouped' : 'linearized-grouped-softmax',
+    name: across === 'linear' ? 'linearized-grouped-consecutive' : 'linearized-grouped-softmax',
     shape: s,
     program,
     weights: {
@@ -128,6 +164,80 @@ export function linearizedGrouped(
     exact: exactSpec(s),
     // A decoder keeps its current group's keys and values plus one summary per earlier group.
     kvState: 2 * s.headsKV * (g + Math.ceil(s.seq / g)) * s.headDim,
+  };
+}
+
+/** Linearized Grouped Attention with learned (routed) groups; see linearizedGrouped. */
+function learnedGrouped(
+  s: ResolvedShape,
+  g: number,
+  features: number,
+  seed: number,
+  opts: { clusters?: number; centroids?: Float32Array },
+): System {
+  const where = 'linearizedGrouped';
+  const C = positive(where, 'clusters', opts.clusters ?? 8);
+  const { headsQ: HQ, headsKV: HK, headDim: D } = s;
+  const given = opts.centroids;
+  if (given !== undefined && (!(given instanceof Float32Array) || given.length !== HK * C * D))
+    throw new SpecError(
+      `${where}: centroids must be a Float32Array of [1, ${HK}, ${C}, ${D}] = ${HK * C * D} values`,
+    );
+  const exact = exactSpec(s);
+  const kernelSpec = specOf(s, {
+    ...(s.causal ? { mask: causalMask() } : {}),
+    kernel: { type: 'linear', featureMap: 'favor+', features, seed: seed + 2 },
+  });
+  const grouped = { groupQ: 'gq', groupKV: 'gk' } as const;
+  const program = defineProgram({
+    inputs: { ...qkvShapes(s), cq: [1, HQ, C, D], ck: [1, HK, C, D] },
+    steps: [
+      { op: 'group', out: 'gq', x: 'q', centroids: 'cq', size: g },
+      { op: 'group', out: 'gk', x: 'k', centroids: 'ck', size: g },
+      { op: 'attend', out: 'a', lse: 'la', spec: exact, q: 'q', k: 'k', v: 'v', ...grouped },
+      { op: 'attend', out: 'w', lse: 'lw', spec: kernelSpec, q: 'q', k: 'k', v: 'v' },
+      { op: 'attend', out: 'p', lse: 'lp', spec: kernelSpec, q: 'q', k: 'k', v: 'v', ...grouped },
+      {
+        op: 'subtract',
+        out: 'c',
+        lse: 'lc',
+        whole: { out: 'w', lse: 'lw' },
+        part: { out: 'p', lse: 'lp' },
+      },
+      MERGE_NEAR_FAR,
+    ],
+    outputs: ['out'],
+  });
+  const weightsOf = (ck: Float32Array) => {
+    // Query head h routes with its KV head's centroids.
+    const cq = new Float32Array(HQ * C * D);
+    for (let h = 0; h < HQ; h++)
+      cq.set(
+        ck.subarray(Math.floor(h / (HQ / HK)) * C * D, (Math.floor(h / (HQ / HK)) + 1) * C * D),
+        h * C * D,
+      );
+    return { cq, ck };
+  };
+  return {
+    name: 'linearized-grouped',
+    shape: s,
+    program,
+    weights: weightsOf(given ?? initCentroids(HK, C, D, seed)),
+    exact,
+    // Any earlier key can share a later token's group, so a decoder keeps every key and value,
+    // plus the kernel state (features × (headDim + 1) per KV head).
+    kvState: kvRowsState(s, s.seq) + HK * features * (D + 1),
+    calibrate: ({ q, k }) => {
+      // Batch element 0's queries (mean of each KV head's query heads) and keys.
+      const n = s.seq * D;
+      const qk = new Float32Array(HK * n);
+      for (let h = 0; h < HQ; h++) {
+        const dst = Math.floor(h / (HQ / HK)) * n;
+        for (let i = 0; i < n; i++)
+          qk[dst + i] = (qk[dst + i] as number) + (q[h * n + i] as number) / (HQ / HK);
+      }
+      return weightsOf(fitCentroids([qk, k.subarray(0, HK * n)], HK, C, D, { seed }));
+    },
   };
 }
 

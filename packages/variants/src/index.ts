@@ -17,6 +17,8 @@ export { compactGrouped, linearizedGrouped, nativeSparse, sparseProjected } from
 export { adaptInputs, type ErrorStats, errorStats, structuredInputs } from './measure.js';
 export {
   compress,
+  fitCentroids,
+  initCentroids,
   initDense,
   initGates,
   initPoolWeights,

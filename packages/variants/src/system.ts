@@ -56,6 +56,14 @@ export interface System {
    * Exact attention keeps 2·headsKV·seq·headDim.
    */
   readonly kvState: number;
+  /**
+   * Fits the weights that are learned from the data's own statistics (a router's centroids) to
+   * sample inputs of the system's shape; returns the replacements for `weights`.
+   */
+  readonly calibrate?: (qkv: {
+    readonly q: Float32Array;
+    readonly k: Float32Array;
+  }) => Readonly<Record<string, Float32Array>>;
 }
 
 export function resolveShape(where: string, s: SystemShape): ResolvedShape {
@@ -188,6 +196,89 @@ export function initDense(
     weight: seededUniform(heads * cols * out, seed, 104, amp),
     bias: new Float32Array(heads * out),
   };
+}
+
+/**
+ * Routing centroids `[1, heads, clusters, cols]` for a `group` step: seeded random unit vectors,
+ * so a token's cluster is its direction's nearest centroid.
+ */
+export function initCentroids(
+  heads: number,
+  clusters: number,
+  cols: number,
+  seed = 0,
+): Float32Array {
+  const c = seededUniform(heads * clusters * cols, seed, 105);
+  for (let r = 0; r < heads * clusters; r++) normalise(c, r * cols, cols);
+  return c;
+}
+
+function normalise(x: Float32Array | Float64Array, off: number, n: number): void {
+  let sq = 0;
+  for (let d = 0; d < n; d++) sq += (x[off + d] as number) ** 2;
+  const inv = sq > 0 ? 1 / Math.sqrt(sq) : 0;
+  for (let d = 0; d < n; d++) x[off + d] = (x[off + d] as number) * inv;
+}
+
+/**
+ * Fits routing centroids `[1, heads, clusters, cols]` to sample rows by spherical k-means (what an
+ * online k-means router converges to): per head, unit centroids, each row assigned to the centroid
+ * with the largest dot product (the `group` step's rule), each centroid moved to the normalised
+ * mean of its rows, `iters` times. `samples` are `[1, heads, rows, cols]` tensors (e.g. one layer's
+ * queries and keys); at most `maxRows` evenly spaced rows of each are used. Starts from
+ * `initCentroids(heads, clusters, cols, seed)`; a centroid that loses all its rows keeps its place.
+ */
+export function fitCentroids(
+  samples: readonly Float32Array[],
+  heads: number,
+  clusters: number,
+  cols: number,
+  opts: { iters?: number; seed?: number; maxRows?: number } = {},
+): Float32Array {
+  const c = initCentroids(heads, clusters, cols, opts.seed ?? 0);
+  const iters = opts.iters ?? 10;
+  const maxRows = opts.maxRows ?? 4096;
+  const sum = new Float64Array(clusters * cols);
+  const count = new Int32Array(clusters);
+  for (let h = 0; h < heads; h++) {
+    const rows: Float32Array[] = [];
+    for (const x of samples) {
+      const n = x.length / (heads * cols);
+      if (!Number.isInteger(n))
+        throw new SpecError(
+          `fitCentroids: a sample of ${x.length} values is not [1, ${heads}, rows, ${cols}]`,
+        );
+      const step = Math.max(1, Math.floor(n / maxRows));
+      for (let t = 0; t < n; t += step)
+        rows.push(x.subarray((h * n + t) * cols, (h * n + t + 1) * cols));
+    }
+    const cent = c.subarray(h * clusters * cols, (h + 1) * clusters * cols);
+    for (let it = 0; it < iters; it++) {
+      sum.fill(0);
+      count.fill(0);
+      for (const r of rows) {
+        let best = 0;
+        let bestScore = Number.NEGATIVE_INFINITY;
+        for (let ci = 0; ci < clusters; ci++) {
+          let sc = 0;
+          for (let d = 0; d < cols; d++) sc += (r[d] as number) * (cent[ci * cols + d] as number);
+          if (sc > bestScore) {
+            bestScore = sc;
+            best = ci;
+          }
+        }
+        count[best]++;
+        for (let d = 0; d < cols; d++)
+          sum[best * cols + d] = (sum[best * cols + d] as number) + (r[d] as number);
+      }
+      for (let ci = 0; ci < clusters; ci++) {
+        if (count[ci] === 0) continue;
+        normalise(sum, ci * cols, cols);
+        for (let d = 0; d < cols; d++) cent[ci * cols + d] = sum[ci * cols + d] as number;
+      }
+    }
+  }
+  return c;
 }
 
 export interface SystemRun {
