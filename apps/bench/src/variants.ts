@@ -120,7 +120,10 @@ export async function measureVariants(
       try {
         const qkv = await inputsFor(sys);
         const weights: Record<string, ProgramInput> = {};
-        for (const [name, w] of Object.entries(sys.weights)) {
+        // Routers' centroids are fitted (k-means) to this input's own queries and keys, as an
+        // online k-means router tracks the data it sees.
+        const fitted = sys.calibrate?.(adaptInputs(sys, input.qkv, input.heads)) ?? {};
+        for (const [name, w] of Object.entries({ ...sys.weights, ...fitted })) {
           const sh = sys.program.inputs[name] ?? sys.shared?.inputs[name];
           if (sh && name in sys.program.inputs) weights[name] = await upload(w, sh);
         }
