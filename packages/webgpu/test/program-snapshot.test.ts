@@ -1,14 +1,24 @@
 // The generated WGSL of the program kernels, pinned: a change to an emitter shows up as a diff.
 // The emitters need no device; the same inputs must give the same text.
-import type { CompressedStep } from '@tessera/core';
+import { type CompressedStep, defineAttention } from '@tessera/core';
 import { describe, expect, it } from 'vitest';
 import {
   emitSummaryFeatures,
   featureLayout,
   featureMapPlan,
+  specFeaturePlan,
 } from '../src/program/compressed-features.js';
 import { emitCompressed } from '../src/program/compressed-kernel.js';
-import { emitDense, emitGate, emitMerge, emitPool, emitProject } from '../src/program/kernels.js';
+import { emitGroupSort, emitRoute } from '../src/program/group-kernel.js';
+import { emitGroupedAttend } from '../src/program/grouped-attend-kernel.js';
+import {
+  emitDense,
+  emitGate,
+  emitMerge,
+  emitPool,
+  emitProject,
+  emitSubtract,
+} from '../src/program/kernels.js';
 import { emitRound } from '../src/program/round-kernel.js';
 import { emitSelect, emitSubdivide } from '../src/program/select-kernel.js';
 
@@ -47,6 +57,33 @@ const features = (kernel: NonNullable<CompressedStep['kernel']>) =>
   );
 const favor = features({ featureMap: 'favor+', features: 16, seed: 1 });
 const summaries = { batch: 2, headsKV: 2, numBlocks: 6, headDim: 8 };
+
+const grouping = { batch: 2, heads: 4, rows: 45, cols: 8, clusters: 5 };
+const grouped = {
+  batch: 2,
+  headsQ: 4,
+  headsKV: 2,
+  seqQ: 45,
+  seqKV: 45,
+  headDim: 8,
+  headDimV: 8,
+  scale: 0.35355339059327373,
+  sizeQ: 8,
+  sizeKV: 8,
+};
+/** The work layout of a linear spec's key features over the keys above (2 × 2 × 45). */
+const linearFeatures = (kernel: {
+  type: 'linear';
+  featureMap: 'favor+' | 'elu+1' | 'trig-rf';
+  features?: number;
+}) =>
+  featureLayout(
+    specFeaturePlan(
+      defineAttention({ batch: 2, headsQ: 4, headsKV: 2, seqQ: 45, headDim: 8, kernel }),
+    ),
+    2 * 2 * 45,
+  );
+const keys = { batch: 2, headsKV: 2, numBlocks: 45, headDim: 8 };
 
 const sources: Record<string, () => string> = {
   'pool-mean': () => emitPool(x, 8, false),
@@ -107,6 +144,29 @@ const sources: Record<string, () => string> = {
   'compressed-summary-features-favor': () => emitSummaryFeatures(summaries, favor),
   'compressed-summary-features-elu': () =>
     emitSummaryFeatures(summaries, features({ featureMap: 'elu+1' })),
+  'group-route': () => emitRoute(grouping),
+  'group-sort': () => emitGroupSort(grouping),
+  'grouped-attend-softmax-causal': () => emitGroupedAttend({ ...grouped, causal: true }),
+  'grouped-attend-favor': () =>
+    emitGroupedAttend({
+      ...grouped,
+      causal: true,
+      sizeKV: 16,
+      features: linearFeatures({ type: 'linear', featureMap: 'favor+', features: 16 }),
+    }),
+  'grouped-attend-elu': () =>
+    emitGroupedAttend({
+      ...grouped,
+      causal: false,
+      features: linearFeatures({ type: 'linear', featureMap: 'elu+1' }),
+    }),
+  'grouped-attend-key-features-trig': () =>
+    emitSummaryFeatures(
+      keys,
+      linearFeatures({ type: 'linear', featureMap: 'trig-rf', features: 8 }),
+      "grouped attention's key features",
+    ),
+  subtract: () => emitSubtract(2 * 4 * 45, 8),
 };
 
 describe('generated program WGSL snapshots', () => {

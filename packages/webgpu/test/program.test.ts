@@ -6,6 +6,7 @@ import {
   type CompressedStep,
   defineAttention,
   defineProgram,
+  type KernelConfig,
   type Program,
   type ProgramBackend,
   type ProgramConfig,
@@ -684,6 +685,323 @@ describe('a whole program', () => {
   });
 });
 
+describe('group, grouped attend and subtract', () => {
+  /** Steps grouping q (and k, unless `shared`) with centroids cq / ck into groups of `size`. */
+  const groupSteps = (size: number, shared: boolean) =>
+    [
+      { op: 'group', out: 'gq', x: 'q', centroids: 'cq', size },
+      ...(shared ? [] : [{ op: 'group', out: 'gk', x: 'k', centroids: 'ck', size } as const]),
+    ] as const;
+  const groupedOf = (shared: boolean) => ({ groupQ: 'gq', groupKV: shared ? 'gq' : 'gk' });
+
+  /** Rows with lse −∞ have out 0; nothing is NaN. Returns the number of empty rows. */
+  function checkEmptyRows(out: Float32Array, lse: Float32Array, cols: number): number {
+    let empty = 0;
+    lse.forEach((l, r) => {
+      expect(Number.isNaN(l)).toBe(false);
+      if (l === Number.NEGATIVE_INFINITY) {
+        empty++;
+        for (let d = 0; d < cols; d++) expect(out[r * cols + d]).toBe(0);
+      }
+    });
+    expect(out.some(Number.isNaN)).toBe(false);
+    return empty;
+  }
+
+  /** The grouping values of the first `steps` steps on both backends, compared. */
+  async function compareGroupings(
+    config: ProgramConfig,
+    steps: number,
+    inputs: Record<string, Float32Array>,
+    names: string[],
+  ): Promise<void> {
+    const program = defineProgram(config);
+    const prefix = { ...program, steps: program.steps.slice(0, steps) };
+    const g = await runSteps(gpu.program, prefix, inputs);
+    const c = await runSteps(cpu.program as ProgramOps<unknown>, prefix, inputs);
+    for (const name of names) {
+      const got = await gpu.program.readGrouping(g.get(name) as GpuValue);
+      const want = (c.get(name) as { grouping: { rank: Int32Array; order: Int32Array } }).grouping;
+      expect(Array.from(got.rank), `${name} rank`).toEqual(Array.from(want.rank));
+      expect(Array.from(got.order), `${name} order`).toEqual(Array.from(want.order));
+    }
+    for (const v of g.values()) gpu.program.free(v);
+  }
+
+  // [name, causal, GQA, size, clusters, one grouping shared by q and k]
+  const cases: [string, boolean, boolean, number, number, boolean][] = [
+    ['causal, GQA, groups of 8 (45 rows: ragged)', true, true, 8, 4, false],
+    ['non-causal, GQA, groups of 16, 12 clusters (some empty)', false, true, 16, 12, false],
+    ['causal, MHA, groups of 1, one grouping for q and k', true, false, 1, 5, true],
+    ['non-causal, MHA, one group of all 45 rows', false, false, N, 3, false],
+  ];
+  for (const [name, isCausal, gqa, size, C, shared] of cases) {
+    it(`softmax: ${name}`, async () => {
+      const heads = gqa ? HK : H;
+      const spec = defineAttention({
+        batch: B,
+        headsQ: H,
+        headsKV: heads,
+        seqQ: N,
+        headDim: D,
+        ...(isCausal ? { mask: causal() } : {}),
+      });
+      const kv = [B, heads, N, D] as const;
+      const config: ProgramConfig = {
+        inputs: { q: shapes.q, k: kv, v: kv, cq: [1, H, C, D], ck: [1, heads, C, D] },
+        steps: [
+          ...groupSteps(size, shared),
+          { op: 'attend', out: 'o', lse: 'l', spec, q: 'q', k: 'k', v: 'v', ...groupedOf(shared) },
+        ],
+        outputs: ['o', 'l'],
+      };
+      const cq = rand([H, C, D]);
+      const ck = rand([heads, C, D]);
+      // The last centroid repeats the first: ties go to the lower cluster, so it stays empty.
+      for (let h = 0; h < H; h++) cq.copyWithin((h * C + C - 1) * D, h * C * D, h * C * D + D);
+      for (let h = 0; h < heads; h++) ck.copyWithin((h * C + C - 1) * D, h * C * D, h * C * D + D);
+      const inputs = { q: rand(shapes.q, 2), k: rand(kv, 2), v: rand(kv), cq, ck };
+      const got = await agree(config, inputs);
+      const empty = checkEmptyRows(got.o as Float32Array, got.l as Float32Array, D);
+      if (!isCausal || shared) expect(empty).toBe(0); // every query sees a key (itself, if shared)
+      await compareGroupings(config, shared ? 1 : 2, inputs, shared ? ['gq'] : ['gq', 'gk']);
+      if (size === N) {
+        // One group of every row: plain attention.
+        const plain = await runProgram(
+          gpu,
+          defineProgram({
+            ...config,
+            steps: [{ op: 'attend', out: 'o', lse: 'l', spec, q: 'q', k: 'k', v: 'v' }],
+          }),
+          inputs,
+        );
+        expect(worstError(got.o as Float32Array, plain.outputs.o as Float32Array)).toBeLessThan(
+          TOL,
+        );
+      }
+    });
+  }
+
+  it('the counting sort over several tiles of rows: 150 rows, 7 clusters', async () => {
+    const x = [1, 2, 150, 4] as const;
+    await compareGroupings(
+      {
+        inputs: { q: x, cq: [1, 2, 7, 4] },
+        steps: [{ op: 'group', out: 'gq', x: 'q', centroids: 'cq', size: 10 }],
+        outputs: ['q'],
+      },
+      1,
+      { q: rand(x), cq: rand([2, 7, 4]) },
+      ['gq'],
+    );
+  });
+
+  /** favor+ estimates: f32 features and exp of the stabilisers; 1e-3 relative. */
+  const FAVOR_TOL = 1e-3;
+  const linearCases: [string, KernelConfig, boolean, number][] = [
+    [
+      'favor+ with 64 features, causal',
+      { type: 'linear', featureMap: 'favor+', features: 64, seed: 5 },
+      true,
+      FAVOR_TOL,
+    ],
+    ['elu+1, non-causal', { type: 'linear', featureMap: 'elu+1' }, false, TOL],
+    ['relu, causal', { type: 'linear', featureMap: 'relu' }, true, TOL],
+    // Signed features: the weights of a group stay well away from a zero sum at these inputs.
+    [
+      'trig-rf with 64 features, non-causal',
+      { type: 'linear', featureMap: 'trig-rf', features: 64, seed: 2 },
+      false,
+      FAVOR_TOL,
+    ],
+  ];
+  for (const [name, kernel, isCausal, tol] of linearCases) {
+    it(`linear: ${name}, GQA, groups of 8`, async () => {
+      const spec = defineAttention({
+        batch: B,
+        headsQ: H,
+        headsKV: HK,
+        seqQ: N,
+        headDim: D,
+        kernel,
+        ...(isCausal ? { mask: causal() } : {}),
+      });
+      const program = defineProgram({
+        inputs: { ...shapes, cq: [1, H, 4, D], ck: [1, HK, 4, D] },
+        steps: [
+          ...groupSteps(8, false),
+          { op: 'attend', out: 'o', lse: 'l', spec, q: 'q', k: 'k', v: 'v', ...groupedOf(false) },
+        ],
+        outputs: ['o', 'l'],
+      });
+      const inputs = {
+        q: rand(shapes.q),
+        k: rand(shapes.k),
+        v: rand(shapes.v),
+        cq: rand([H, 4, D]),
+        ck: rand([HK, 4, D]),
+      };
+      const want = await runProgram(cpu, program, inputs);
+      const got = await runProgram(gpu, program, inputs);
+      for (const o of ['o', 'l'])
+        expect(
+          worstError(got.outputs[o] as Float32Array, want.outputs[o] as Float32Array),
+          o,
+        ).toBeLessThan(tol);
+      const empty = checkEmptyRows(got.outputs.o as Float32Array, got.outputs.l as Float32Array, D);
+      expect(empty).toBeLessThan(B * H * N);
+    });
+  }
+
+  it('subtract: a normal part, an empty part, a part equal to the whole, an empty whole', async () => {
+    const rows = B * H * N;
+    const ow = rand(shapes.q);
+    const op = rand(shapes.q);
+    const lw = rand([rows], 3);
+    const lp = new Float32Array(rows);
+    const u = rand([rows]);
+    for (let r = 0; r < rows; r++) {
+      const kind = r % 4;
+      if (kind === 0) lp[r] = (lw[r] as number) - 0.05 - Math.abs(u[r] as number) * 3;
+      else if (kind === 1)
+        lp[r] = Number.NEGATIVE_INFINITY; // empty part
+      else if (kind === 2)
+        lp[r] = lw[r] as number; // part = whole: nothing left
+      else {
+        lw[r] = Number.NEGATIVE_INFINITY; // empty whole (and part)
+        lp[r] = Number.NEGATIVE_INFINITY;
+      }
+    }
+    const rowShape = [B, H, N, 1] as const;
+    // runProgram refuses non-finite inputs; the ops take the −∞ lses an empty branch would give.
+    const program = defineProgram({
+      inputs: { ow: shapes.q, lw: rowShape, op: shapes.q, lp: rowShape },
+      steps: [
+        {
+          op: 'subtract',
+          out: 'o',
+          lse: 'l',
+          whole: { out: 'ow', lse: 'lw' },
+          part: { out: 'op', lse: 'lp' },
+        },
+      ],
+      outputs: ['o', 'l'],
+    });
+    const inputs = { ow, lw, op, lp };
+    const g = await runSteps(gpu.program, program, inputs);
+    const cpuOps = cpu.program as ProgramOps<unknown>;
+    const c = await runSteps(cpuOps, program, inputs);
+    const got: Record<string, Float32Array> = {};
+    for (const name of ['o', 'l']) {
+      got[name] = await gpu.program.download(g.get(name) as GpuValue);
+      const want = await cpuOps.download(c.get(name));
+      expect(worstError(got[name] as Float32Array, want), name).toBeLessThan(TOL);
+    }
+    for (const v of g.values()) gpu.program.free(v);
+    const o = got.o as Float32Array;
+    const l = got.l as Float32Array;
+    checkEmptyRows(o, l, D);
+    for (let r = 0; r < rows; r++) {
+      const kind = r % 4;
+      if (kind === 0) expect(l[r]).toBeLessThan(lw[r] as number);
+      if (kind === 1) {
+        expect(l[r]).toBe(lw[r]);
+        expect(Array.from(o.subarray(r * D, (r + 1) * D))).toEqual(
+          Array.from(ow.subarray(r * D, (r + 1) * D)),
+        );
+      }
+      if (kind >= 2) expect(l[r]).toBe(Number.NEGATIVE_INFINITY);
+    }
+  });
+
+  it('a whole program: exact grouped softmax + (kernel over all keys − kernel in the group), merged', async () => {
+    const exact = causalSpec;
+    const kernelSpec = defineAttention({
+      batch: B,
+      headsQ: H,
+      headsKV: HK,
+      seqQ: N,
+      headDim: D,
+      kernel: { type: 'linear', featureMap: 'favor+', features: 64, seed: 9 },
+      mask: causal(),
+    });
+    const grouped = groupedOf(false);
+    const config: ProgramConfig = {
+      inputs: { ...shapes, cq: [1, H, 4, D], ck: [1, HK, 4, D] },
+      steps: [
+        ...groupSteps(8, false),
+        { op: 'attend', out: 'a', lse: 'la', spec: exact, q: 'q', k: 'k', v: 'v', ...grouped },
+        { op: 'attend', out: 'w', lse: 'lw', spec: kernelSpec, q: 'q', k: 'k', v: 'v' },
+        { op: 'attend', out: 'p', lse: 'lp', spec: kernelSpec, q: 'q', k: 'k', v: 'v', ...grouped },
+        {
+          op: 'subtract',
+          out: 's',
+          lse: 'ls',
+          whole: { out: 'w', lse: 'lw' },
+          part: { out: 'p', lse: 'lp' },
+        },
+        {
+          op: 'merge',
+          out: 'out',
+          lse: 'lse',
+          branches: [
+            { out: 'a', lse: 'la' },
+            { out: 's', lse: 'ls' },
+          ],
+        },
+      ],
+      outputs: ['out', 'lse'],
+    };
+    const inputs = {
+      q: rand(shapes.q),
+      k: rand(shapes.k),
+      v: rand(shapes.v),
+      cq: rand([H, 4, D]),
+      ck: rand([HK, 4, D]),
+    };
+    const program = defineProgram(config);
+    const want = await runProgram(cpu, program, inputs);
+    const got = await runProgram(gpu, program, inputs);
+    for (const o of ['out', 'lse'])
+      expect(
+        worstError(got.outputs[o] as Float32Array, want.outputs[o] as Float32Array),
+        o,
+      ).toBeLessThan(FAVOR_TOL);
+    checkEmptyRows(got.outputs.out as Float32Array, got.outputs.lse as Float32Array, D);
+  });
+
+  it('a grouping stays on the device: download refused, bytes count its buffer', async () => {
+    const program = defineProgram({
+      inputs: { q: shapes.q, cq: [1, H, 3, D] },
+      steps: [{ op: 'group', out: 'gq', x: 'q', centroids: 'cq', size: 8 }],
+      outputs: ['q'],
+    });
+    const values = await runSteps(gpu.program, program, { q: rand(shapes.q), cq: rand([H, 3, D]) });
+    const g = values.get('gq') as GpuValue;
+    expect(g.kind).toBe('grouping');
+    await expect(gpu.program.download(g)).rejects.toThrow(UnsupportedError);
+    await expect(gpu.program.download(g)).rejects.toThrow(/grouping/);
+    expect(gpu.program.bytes(g)).toBe(g.buffer.size);
+    expect(g.buffer.size).toBeGreaterThanOrEqual(2 * B * H * N * 4); // rank and order
+    for (const v of values.values()) gpu.program.free(v);
+  });
+
+  it("too many clusters for the sort kernel's workgroup memory: ResourceLimitError", async () => {
+    const small = await createWebGpuBackend({ limits: { maxComputeWorkgroupStorageSize: 600 } });
+    try {
+      const program = defineProgram({
+        inputs: { q: shapes.q, cq: [1, H, 100, D] },
+        steps: [{ op: 'group', out: 'gq', x: 'q', centroids: 'cq', size: 8 }],
+        outputs: ['q'],
+      });
+      const run = runSteps(small.program, program, { q: rand(shapes.q), cq: rand([H, 100, D]) });
+      await expect(run).rejects.toThrow(ResourceLimitError);
+    } finally {
+      await small.dispose();
+    }
+  });
+});
+
 describe('values and errors', () => {
   it('bytes are the sizes of the buffers a value holds; kept values stay on the device', async () => {
     const program = defineProgram({
@@ -705,9 +1023,20 @@ describe('values and errors', () => {
   });
 
   it('steps never map a buffer: nothing comes back to the host between steps', async () => {
+    const linearSpec = defineAttention({
+      batch: B,
+      headsQ: H,
+      headsKV: HK,
+      seqQ: N,
+      headDim: D,
+      kernel: { type: 'linear', featureMap: 'favor+', features: 16, seed: 1 },
+      mask: causal(),
+    });
     const program = defineProgram({
-      inputs: shapes,
+      inputs: { ...shapes, cq: [1, H, 4, D], ck: [1, HK, 4, D] },
       steps: [
+        { op: 'group', out: 'gq', x: 'q', centroids: 'cq', size: 8 },
+        { op: 'group', out: 'gk', x: 'k', centroids: 'ck', size: 8 },
         ...selectSteps(causalSpec, 16, 8, 3, 1),
         { op: 'pool', out: 'vp', x: 'v', block: 8 },
         {
@@ -740,8 +1069,26 @@ describe('values and errors', () => {
             { out: 'c', lse: 'lc' },
           ],
         },
+        {
+          op: 'attend',
+          out: 'g',
+          lse: 'lg',
+          spec: linearSpec,
+          q: 'q',
+          k: 'k',
+          v: 'v',
+          groupQ: 'gq',
+          groupKV: 'gk',
+        },
+        { op: 'attend', out: 'w', lse: 'lw', spec: linearSpec, q: 'q', k: 'k', v: 'v' },
+        {
+          op: 'subtract',
+          out: 's',
+          whole: { out: 'w', lse: 'lw' },
+          part: { out: 'g', lse: 'lg' },
+        },
       ],
-      outputs: ['m'],
+      outputs: ['m', 's'],
     });
     const probe = gpu.gpuDevice.createBuffer({ size: 16, usage: 1 | 8 }); // MAP_READ | COPY_DST
     const proto = Object.getPrototypeOf(probe) as { mapAsync: (...a: unknown[]) => Promise<void> };
@@ -758,6 +1105,8 @@ describe('values and errors', () => {
         q: rand(shapes.q),
         k: rand(shapes.k),
         v: rand(shapes.v),
+        cq: rand([H, 4, D]),
+        ck: rand([HK, 4, D]),
       });
       expect(maps).toBe(0);
       await gpu.program.download(values.get('m') as GpuValue);

@@ -1,13 +1,15 @@
 /**
- * Feature maps for `compressed` steps with a kernel: the linear spec a step's kernel names (so the
- * map, input scaling, stabilisers and random matrix are the linear path's), the layout of the
- * scratch buffer `work` both compressed kernels bind, and the WGSL of the first pass, which writes
- * every summary's stabilised features and stabiliser into it.
+ * Feature maps for `compressed` steps with a kernel and for grouped `attend` steps with a linear
+ * spec: the linear spec's map, input scaling, stabilisers and random matrix, the layout of the
+ * scratch buffer `work` their kernels bind, and the WGSL of the first pass, which writes every
+ * key row's (summary's) stabilised features and stabiliser into it.
  */
 import {
+  type AttentionSpec,
   type CompressedStep,
   compressedKernelConfig,
   defineAttention,
+  type FeatureMap,
   featureDim,
   linearInputScales,
   randomFeatureMatrix,
@@ -17,17 +19,16 @@ import { emitFeatureFn } from '../wgsl/linear.js';
 import { emitGridKernel, f32Lit } from './grid.js';
 
 const MAPS = ['favor+', 'elu+1', 'relu'] as const;
-type CompressedFeatureMap = (typeof MAPS)[number];
 
-/** A compressed step's feature map, as a linear spec of its head size defines it. */
+/** A linear spec's feature map (a compressed step's: the linear spec of its head size). */
 export interface FeatureMapPlan {
-  readonly featureMap: CompressedFeatureMap;
+  readonly featureMap: FeatureMap;
   /** Features per row (featureDim of the linear spec). */
   readonly features: number;
   /** Input scales: the maps see query · q and key · k (core's linearInputScales). */
   readonly query: number;
   readonly key: number;
-  /** favor+'s random matrix (features × headDim, row-major); null for the other maps. */
+  /** favor+'s or trig-rf's random matrix (features × headDim, row-major); null for the others. */
   readonly matrix: Float32Array | null;
 }
 
@@ -52,22 +53,31 @@ export function featureMapPlan(step: CompressedStep, headDim: number): FeatureMa
     scale: step.scale,
     kernel,
   });
-  if (spec.kernel.type !== 'linear') throw new Error('not a linear spec');
-  const { query, key } = linearInputScales(spec.scale);
-  const plan: FeatureMapPlan = {
-    featureMap: km.featureMap,
-    features: featureDim(spec),
-    query,
-    key,
-    matrix: km.featureMap === 'favor+' ? randomFeatureMatrix(spec.kernel, headDim) : null,
-  };
+  const plan = specFeaturePlan(spec);
   plans.set(step, plan);
   return plan;
 }
 
+const random = (map: FeatureMap): boolean => map === 'favor+' || map === 'trig-rf';
+
+/** The feature map of a linear spec (grouped attend reads it as the linear kernels do). */
+export function specFeaturePlan(spec: AttentionSpec): FeatureMapPlan {
+  const k = spec.kernel;
+  if (k.type !== 'linear') throw new Error('specFeaturePlan() needs a linear spec');
+  const { query, key } = linearInputScales(spec.scale);
+  return {
+    featureMap: k.featureMap,
+    features: featureDim(spec),
+    query,
+    key,
+    matrix: random(k.featureMap) ? randomFeatureMatrix(k, spec.headDim) : null,
+  };
+}
+
 /** Offsets (f32 words) in `work`: random matrix, summary features, summary stabilisers. */
 export interface FeatureLayout {
-  readonly featureMap: CompressedFeatureMap;
+  readonly featureMap: FeatureMap;
+  /** Entries of φ (featureDim: twice the random features for 'trig-rf'). */
   readonly features: number;
   readonly query: number;
   readonly key: number;
@@ -97,7 +107,7 @@ export function featureLayout(plan: FeatureMapPlan, summaries: number): FeatureL
 export function featureConsts(lay: FeatureLayout): [string, number | string][] {
   return [
     ['F', lay.features],
-    ...(lay.featureMap === 'favor+' ? ([['W', lay.w]] as [string, number][]) : []),
+    ...(random(lay.featureMap) ? ([['W', lay.w]] as [string, number][]) : []),
     ['KF', lay.kf],
     ['KC', lay.kc],
   ];
@@ -113,7 +123,16 @@ export function featureHelpers(
   return [
     'var<private> phi: array<f32, F>;',
     '',
-    ...emitFeatureFn(name, lay, headDim, `${buf}[row + d]`),
+    // trig-rf's φ holds a sine and a cosine per random row.
+    ...emitFeatureFn(
+      name,
+      {
+        featureMap: lay.featureMap,
+        features: lay.featureMap === 'trig-rf' ? lay.features / 2 : lay.features,
+      },
+      headDim,
+      `${buf}[row + d]`,
+    ),
   ];
 }
 
@@ -124,13 +143,20 @@ export interface SummaryFeaturesShape {
   readonly headDim: number;
 }
 
-/** Pass 1: one invocation per summary row writes φ̃(key · k_j) to KF and its stabiliser to KC. */
-export function emitSummaryFeatures(s: SummaryFeaturesShape, lay: FeatureLayout): string {
+/**
+ * Pass 1: one invocation per key row (a summary, for compressed steps) writes φ̃(key · k_j) to KF
+ * and its stabiliser to KC.
+ */
+export function emitSummaryFeatures(
+  s: SummaryFeaturesShape,
+  lay: FeatureLayout,
+  what = "compressed attention's summary features",
+): string {
   const rows = s.batch * s.headsKV * s.numBlocks;
   return emitGridKernel({
     title: [
-      `Tessera program: compressed attention's summary features (${lay.featureMap}, ${lay.features} features)`,
-      `k [${s.batch}, ${s.headsKV}, ${s.numBlocks}, ${s.headDim}]; work: ${lay.featureMap === 'favor+' ? 'random matrix at W, ' : ''}features at KF, stabilisers at KC`,
+      `Tessera program: ${what} (${lay.featureMap}, ${lay.features} features)`,
+      `k [${s.batch}, ${s.headsKV}, ${s.numBlocks}, ${s.headDim}]; work: ${random(lay.featureMap) ? 'random matrix at W, ' : ''}features at KF, stabilisers at KC`,
     ],
     items: rows,
     consts: [['HEAD_DIM', s.headDim], ...featureConsts(lay), ['K_MUL', f32Lit(lay.key)]],

@@ -1,6 +1,6 @@
 /**
- * WGSL of the small program steps (pool, project, dense, gate, merge): one invocation per output
- * element (per row for merge), tensors as flat f32 arrays in 'bhsd' order.
+ * WGSL of the small program steps (pool, project, dense, gate, merge, subtract): one invocation
+ * per output element (per row for merge and subtract), tensors as flat f32 arrays in 'bhsd' order.
  */
 import { MASKED, NEG_INF_BITS } from '../wgsl/common.js';
 import { emitGridKernel } from './grid.js';
@@ -222,6 +222,56 @@ export function emitMerge(rows: number, cols: number, branches: number): string 
       '  }',
       '}',
       'lse[idx] = select(NEG_INF_BITS, bitcast<u32>(total), any);',
+    ],
+  });
+}
+
+/**
+ * What a kernel branch sees outside one of its parts, one invocation per row:
+ * t = e^{l_part − l_whole}, out = (o_whole − t·o_part) / (1 − t), lse = l_whole + ln(1 − t);
+ * rows with an empty whole or t ≥ 1 get out 0 and lse −∞. An empty part (lse −∞) gives t = 0.
+ */
+export function emitSubtract(rows: number, cols: number): string {
+  return emitGridKernel({
+    title: [
+      'Tessera program: subtract (a part of a kernel branch taken out of the whole)',
+      `${rows} rows of ${cols}; a row with an empty whole or nothing left gets out 0 and lse -inf`,
+    ],
+    items: rows,
+    consts: [
+      ['COLS', cols],
+      ['NEG_INF_BITS', NEG_INF_BITS],
+    ],
+    bindings: [
+      READ('whole_out'),
+      READ('whole_lse', 'u32'),
+      READ('part_out'),
+      READ('part_lse', 'u32'),
+      WRITE('out'),
+      WRITE('lse', 'u32'),
+    ],
+    helpers: [
+      '// ln(1 + x) without losing the digits of a small x (WGSL has no log1p).',
+      'fn log1p(x: f32) -> f32 {',
+      '  let u = 1.0f + x;',
+      '  let du = u - 1.0f;',
+      '  return select(log(u) * (x / du), x, du == 0.0f);',
+      '}',
+    ],
+    body: [
+      'let lw = whole_lse[idx];',
+      'let lp = part_lse[idx];',
+      'var t = 0.0f;',
+      'if (lp != NEG_INF_BITS) {',
+      '  t = exp(bitcast<f32>(lp) - bitcast<f32>(lw));',
+      '}',
+      'let ok = lw != NEG_INF_BITS && t < 1.0f;',
+      'let inv = select(0.0f, 1.0f / (1.0f - t), ok);',
+      'for (var c = 0u; c < COLS; c++) {',
+      '  let o = idx * COLS + c;',
+      '  out[o] = select(0.0f, (whole_out[o] - t * part_out[o]) * inv, ok);',
+      '}',
+      'lse[idx] = select(NEG_INF_BITS, bitcast<u32>(bitcast<f32>(lw) + log1p(-t)), ok);',
     ],
   });
 }

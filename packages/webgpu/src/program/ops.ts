@@ -1,6 +1,7 @@
 /// <reference types="@webgpu/types" />
 /**
- * The WebGPU backend's ProgramOps: every value is an f32 GPU buffer kept on the device; each step
+ * The WebGPU backend's ProgramOps: every value (tensor, selection, grouping) is a GPU buffer kept
+ * on the device; each step
  * records its copies and dispatches into one command encoder and submits it. Nothing is read back
  * between steps. Steps it cannot run raise UnsupportedError (never a CPU fallback).
  */
@@ -34,9 +35,17 @@ export interface SelectionLayout {
   readonly full: Uint8Array;
 }
 
+/** A grouping as read back from the device: per (batch, head) slice, `rows` entries each. */
+export interface GroupingArrays {
+  readonly rank: Int32Array;
+  readonly order: Int32Array;
+}
+
 export interface WebGpuProgramOps extends ProgramOps<GpuValue> {
   /** Copies a selection's layout back (for tests and inspection; programs never need it). */
   readSelection(value: GpuValue): Promise<SelectionLayout>;
+  /** Copies a grouping's rank and order back (for tests and inspection; programs never need it). */
+  readGrouping(value: GpuValue): Promise<GroupingArrays>;
   /** Destroys the cached candidate layouts; the backend calls it on dispose. */
   dispose(): void;
 }
@@ -80,7 +89,9 @@ export function createProgramOps(host: ProgramHost): WebGpuProgramOps {
     },
     async download(value) {
       if (value.kind !== 'tensor')
-        throw new UnsupportedError('only tensors can be downloaded (a selection stays on the GPU)');
+        throw new UnsupportedError(
+          `only tensors can be downloaded (a ${value.kind} stays on the GPU)`,
+        );
       return new Float32Array(await copyBack(value.buffer, elementsOf(value.shape) * 4));
     },
     async readSelection(value) {
@@ -94,6 +105,12 @@ export function createProgramOps(host: ProgramHost): WebGpuProgramOps {
         kvBlocks: Int32Array.from(raw, (w) => w & 0x7fffffff),
         full: Uint8Array.from(raw, (w) => w >>> 31),
       };
+    },
+    async readGrouping(value) {
+      if (value.kind !== 'grouping') throw new UnsupportedError('readGrouping needs a grouping');
+      const n = value.batch * value.heads * value.rows;
+      const words = new Int32Array(await copyBack(value.buffer, 2 * n * 4));
+      return { rank: words.slice(0, n), order: words.slice(n) };
     },
     bytes(value) {
       return value.buffer.size;

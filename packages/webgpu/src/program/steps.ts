@@ -6,12 +6,14 @@ import type {
   CompressedStep,
   DenseStep,
   GateStep,
+  GroupStep,
   MergeStep,
   PoolStep,
   ProgramStep,
   ProjectStep,
   Shape,
   StepEnv,
+  SubtractStep,
 } from '@tessera/core';
 import { SpecError, UnsupportedError } from '@tessera/core';
 import type { ResidentInputs, ResidentOutputs } from '../backend.js';
@@ -23,11 +25,26 @@ import {
   featureMapPlan,
 } from './compressed-features.js';
 import { emitCompressed } from './compressed-kernel.js';
-import { type Dims, emitDense, emitGate, emitMerge, emitPool, emitProject } from './kernels.js';
+import { recordGroup, recordGroupedAttend } from './group.js';
+import {
+  type Dims,
+  emitDense,
+  emitGate,
+  emitMerge,
+  emitPool,
+  emitProject,
+  emitSubtract,
+} from './kernels.js';
 import { Recording } from './recording.js';
 import { emitRound } from './round-kernel.js';
 import { type CandidateLayouts, recordSelect } from './select.js';
-import { elementsOf, type GpuSelection, type GpuTensor, type GpuValue } from './values.js';
+import {
+  elementsOf,
+  type GpuGrouping,
+  type GpuSelection,
+  type GpuTensor,
+  type GpuValue,
+} from './values.js';
 
 export interface StepDeps {
   readonly candidates: CandidateLayouts;
@@ -43,13 +60,19 @@ const rowsOf = (s: Shape): Shape => [s[0], s[1], s[2], 1];
 
 function tensorOf(env: Env, name: string): GpuTensor {
   const v = env.get(name);
-  if (v.kind !== 'tensor') throw new UnsupportedError(`'${name}' is a selection, not a tensor`);
+  if (v.kind !== 'tensor') throw new UnsupportedError(`'${name}' is a ${v.kind}, not a tensor`);
   return v;
 }
 
 function selectionOf(env: Env, name: string): GpuSelection {
   const v = env.get(name);
   if (v.kind !== 'selection') throw new UnsupportedError(`'${name}' is not a selection`);
+  return v;
+}
+
+function groupingOf(env: Env, name: string): GpuGrouping {
+  const v = env.get(name);
+  if (v.kind !== 'grouping') throw new UnsupportedError(`'${name}' is not a grouping`);
   return v;
 }
 
@@ -122,6 +145,29 @@ async function merge(rec: Recording, step: MergeStep, env: Env): Promise<Written
   return withLse(rec, step.out, step.lse, out, lse);
 }
 
+async function subtract(rec: Recording, step: SubtractStep, env: Env): Promise<Written> {
+  const shape = env.shape(step.out);
+  const out = rec.output(shape, 'tessera subtract out');
+  const lse = rec.output(rowsOf(shape), 'tessera subtract lse');
+  const rows = shape[0] * shape[1] * shape[2];
+  const bufs = [
+    tensorOf(env, step.whole.out).buffer,
+    tensorOf(env, step.whole.lse).buffer,
+    tensorOf(env, step.part.out).buffer,
+    tensorOf(env, step.part.lse).buffer,
+    out.buffer,
+    lse.buffer,
+  ];
+  await rec.dispatch(emitSubtract(rows, shape[3]), 'subtract', rows, bufs);
+  return withLse(rec, step.out, step.lse, out, lse);
+}
+
+async function group(rec: Recording, step: GroupStep, env: Env): Promise<Written> {
+  const x = tensorOf(env, step.x);
+  const centroids = tensorOf(env, step.centroids);
+  return { [step.out]: await recordGroup(rec, step, x, centroids) };
+}
+
 /**
  * q, k, v rounded to an f16/bf16 spec's dtype (as the CPU reference rounds them), recorded and
  * submitted at once so that the backend's own runs, which submit by themselves, see them.
@@ -148,14 +194,27 @@ async function rounded(rec: Recording, spec: AttentionSpec, xs: GpuTensor[]): Pr
 
 async function attend(rec: Recording, step: AttendStep, env: Env, deps: StepDeps) {
   const spec = step.spec;
-  const [q, k, v] = await rounded(rec, spec, [
-    tensorOf(env, step.q),
-    tensorOf(env, step.k),
-    tensorOf(env, step.v),
-  ]);
+  const grouped = step.groupQ !== undefined || step.groupKV !== undefined;
+  const given = [tensorOf(env, step.q), tensorOf(env, step.k), tensorOf(env, step.v)];
+  const [q, k, v] = (grouped ? given : await rounded(rec, spec, given)) as [
+    GpuTensor,
+    GpuTensor,
+    GpuTensor,
+  ];
   const shape = env.shape(step.out);
   let res: { out: GPUBuffer; lse: GPUBuffer };
-  if (step.selection !== undefined) {
+  if (step.groupQ !== undefined || step.groupKV !== undefined) {
+    // q, k, v as given, whatever the spec's dtype (as the CPU reference's grouped attend).
+    res = await recordGroupedAttend(
+      rec,
+      spec,
+      q,
+      k,
+      v,
+      groupingOf(env, step.groupQ ?? ''),
+      groupingOf(env, step.groupKV ?? ''),
+    );
+  } else if (step.selection !== undefined) {
     const sel = selectionOf(env, step.selection);
     if (spec.kernel.type !== 'softmax')
       throw new UnsupportedError('attend: a selection needs a softmax spec');
@@ -273,6 +332,10 @@ export async function recordStep(
       return attend(rec, step, env, deps);
     case 'compressed':
       return compressed(rec, step, env);
+    case 'group':
+      return group(rec, step, env);
+    case 'subtract':
+      return subtract(rec, step, env);
     default:
       throw new UnsupportedError(
         `WebGPU programs have no op '${String((step as { op?: unknown }).op)}'`,

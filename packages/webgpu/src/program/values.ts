@@ -1,5 +1,5 @@
 /// <reference types="@webgpu/types" />
-/** What the WebGPU program ops hold: f32 tensors and block selections, both GPU buffers. */
+/** What the WebGPU program ops hold: f32 tensors, block selections and groupings, all GPU buffers. */
 import type { SelectStep, Shape } from '@tessera/core';
 
 export interface GpuTensor {
@@ -26,6 +26,21 @@ export interface GpuSelection {
   readonly entries: number;
 }
 
-export type GpuValue = GpuTensor | GpuSelection;
+/**
+ * A grouping (a `group` step's result): u32 `rank` of every row, `[batch, heads, rows]` in order,
+ * then `order` (the row at each place) at word `batch · heads · rows`. Written by the group
+ * kernels; never read back by a program.
+ */
+export interface GpuGrouping {
+  readonly kind: 'grouping';
+  readonly buffer: GPUBuffer;
+  readonly batch: number;
+  readonly heads: number;
+  readonly rows: number;
+  /** Rows per group (the last group of a slice may be shorter). */
+  readonly size: number;
+}
+
+export type GpuValue = GpuTensor | GpuSelection | GpuGrouping;
 
 export const elementsOf = (s: Shape): number => s[0] * s[1] * s[2] * s[3];
