@@ -11,8 +11,8 @@ export {
 export { type EmitOptions, emitWgsl } from './emit.js';
 export { DeviceLostError, ShaderCompileError } from './errors.js';
 export type { GpuLimits } from './gpu.js';
-export type { SelectionLayout, WebGpuProgramOps } from './program/ops.js';
-export type { GpuSelection, GpuTensor, GpuValue } from './program/values.js';
+export type { GroupingArrays, SelectionLayout, WebGpuProgramOps } from './program/ops.js';
+export type { GpuGrouping, GpuSelection, GpuTensor, GpuValue } from './program/values.js';
 export { chooseFlashTile, type TileRequest, tileKey, tileProblem } from './tiles.js';
 export { lowerWgsl, placeTensors, WgslExprRenderer } from './wgsl/expr.js';
 export { emitFlash, type FlashTile, flashWorkgroupBytes } from './wgsl/flash.js';
