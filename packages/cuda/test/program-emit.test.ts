@@ -11,9 +11,16 @@ import {
   emitMerge,
   emitPool,
   emitProject,
+  emitSubtract,
   PROGRAM_THREADS,
 } from '../src/program/emit.js';
 import { emitCompressed, emitExpandSelection, emitSelect } from '../src/program/emit-attention.js';
+import {
+  emitGroupedAttend,
+  emitGroupRoute,
+  emitGroupSort,
+  type GroupedAttendShape,
+} from '../src/program/emit-group.js';
 import { compileWithNvcc, findNvcc } from '../src/runtime/compiler.js';
 
 const spec = defineAttention({
@@ -50,6 +57,21 @@ const compressed = program.steps[1] as Extract<
   (typeof program.steps)[number],
   { op: 'compressed' }
 >;
+
+const grouped: GroupedAttendShape = {
+  batch: 2,
+  headsQ: 4,
+  headsKV: 2,
+  seqQ: 75,
+  seqKV: 75,
+  headDim: 16,
+  headDimV: 40,
+  causal: true,
+  sizeQ: 16,
+  sizeKV: 8,
+  scale: 0.25,
+  features: null,
+};
 
 const kernels = {
   'pool (weighted)': emitPool([2, 4, 75, 16], 16, true),
@@ -103,6 +125,14 @@ const kernels = {
     { rows: 600, blockKV: 64, seqKV: 160 },
     32,
   ),
+  'group: route': emitGroupRoute([2, 4, 75, 16], 5),
+  'group: sort': emitGroupSort(75, 5, 8),
+  'grouped attend (softmax, causal)': emitGroupedAttend(grouped, true),
+  'grouped attend (favor+ features, no mask, no lse)': emitGroupedAttend(
+    { ...grouped, causal: false, features: 64, featureMap: 'favor+' },
+    false,
+  ),
+  'subtract (lse)': emitSubtract([2, 4, 75, 16], true),
 };
 
 describe('program kernel sources', () => {
@@ -161,6 +191,32 @@ describe('program kernel sources', () => {
     expect(kernels['compressed (elu+1 features, causal)'].source).not.toContain(
       'i / BLOCK) continue',
     );
+  });
+
+  it('group: one thread per row routes, one block per (batch, head) sorts; grouped attend: one warp per query row', () => {
+    expect(kernels['group: route'].grid[0]).toBe(Math.ceil((2 * 4 * 75) / 256));
+    expect(kernels['group: route'].source).toContain('if (s > best)'); // ties to the lower cluster
+    const sort = kernels['group: sort'];
+    expect(sort.grid).toEqual([8, 1, 1]);
+    expect(sort.entry.dynamicSharedBytes).toBe(4 * (5 + 256));
+    expect(sort.source).toContain('constexpr int N = 75, C = 5;');
+    const g = kernels['grouped attend (softmax, causal)'];
+    expect(g.grid[0]).toBe(Math.ceil((2 * 4 * 75) / 8));
+    expect(g.entry.dynamicSharedBytes).toBe(8 * 32 * 8);
+    expect(g.source).toContain('constexpr int SQ = 16, SKV = 8;');
+    expect(g.source).toContain('constexpr bool CAUSAL = true;');
+    expect(g.source).toContain('constexpr int VC = 2;');
+    expect(g.source).toContain('p.lse[row] =');
+    const f = kernels['grouped attend (favor+ features, no mask, no lse)'].source;
+    expect(f).toContain('constexpr int F = 64;');
+    expect(f).toContain('p.stab_k[kvRow + j]');
+    expect(
+      emitGroupedAttend({ ...grouped, features: 64, featureMap: 'favor+' }, true).source,
+    ).toContain('logf(l) + m + p.stab_q[row]');
+    expect(f).not.toContain('p.lse');
+    expect(f).not.toMatch(/p\.q\b|p\.k\b|SCALE/);
+    expect(kernels['subtract (lse)'].source).toContain('log1pf(-t)');
+    expect(emitSubtract([1, 1, 4, 4], false).source).not.toContain('p.lse');
   });
 
   it('expand: one block; the starts drop the sub-blocks past the keys', () => {

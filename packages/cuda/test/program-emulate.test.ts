@@ -1,6 +1,7 @@
 // The CUDA program ops run end to end on an emulated device (test/program-emulated-addon.cjs: the
 // generated kernels compiled for the host and executed there) against the cpu reference: every
-// step alone, whole programs, the selection's entries exactly, memory accounting and typed errors.
+// step alone, whole programs, the selection's entries and the grouping's rank/order exactly, memory
+// accounting and typed errors.
 // The same cases run on a GPU through `run.mjs --programs` (bench/h100/programs.ts), larger.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,6 +9,7 @@ import { join } from 'node:path';
 import {
   defineAttention,
   defineProgram,
+  InputError,
   runProgram,
   type Shape,
   type StepEnv,
@@ -174,6 +176,126 @@ describe('program ops on the emulated device vs cpu', () => {
     expect(Array.from(gotStarts)).toEqual(wantStarts);
     expect(Array.from(gotEntries)).toEqual(wantEntries);
     for (const b of [selStart, selBlocks, drops, outStart, outBlocks]) b.release();
+  }, 300_000);
+
+  /** Runs one step on both backends with `data` uploaded; returns both results and a cleanup. */
+  async function stepBoth(
+    program: ReturnType<typeof defineProgram>,
+    data: Record<string, Float32Array>,
+    index = 0,
+  ) {
+    const env = <T>(values: Map<string, T>): StepEnv<T> => ({
+      get: (n) => values.get(n) as T,
+      shape: (n) => program.shapes[n] as Shape,
+    });
+    const step = program.steps[index] as Parameters<typeof cuda.program.step>[0];
+    const dv = new Map<string, Awaited<ReturnType<typeof cuda.program.upload>>>();
+    const cv = new Map<string, CpuValue>();
+    for (const [n, x] of Object.entries(data)) {
+      dv.set(n, await cuda.program.upload(x, program.shapes[n] as Shape));
+      cv.set(n, (await cpu.program?.upload(x, program.shapes[n] as Shape)) as CpuValue);
+    }
+    const got = await cuda.program.step(step, env(dv));
+    const want = (await cpu.program?.step(step, env(cv))) as Record<string, CpuValue>;
+    const free = () => {
+      for (const v of [...dv.values(), ...Object.values(got)]) cuda.program.free(v);
+    };
+    return { got, want, free };
+  }
+
+  it('group writes exactly the cpu reference rank and order (several tiles, ragged, empty clusters, ties)', async () => {
+    // 300 rows: two tiles of the sort kernel's 256 threads. 5 clusters, and 400 (most stay
+    // empty). Rows 0..9 of every slice are copies of row 10, so equal rows must keep row order.
+    for (const C of [5, 400]) {
+      const program = defineProgram({
+        inputs: { x: [2, 3, 300, 8], c: [1, 3, C, 8] },
+        steps: [{ op: 'group', out: 'g', x: 'x', centroids: 'c', size: 7 }],
+        outputs: ['x'],
+      });
+      const x = seeded(2 * 3 * 300 * 8, 21 + C);
+      for (let s = 0; s < 6; s++)
+        for (let t = 0; t < 10; t++)
+          x.copyWithin((s * 300 + t) * 8, (s * 300 + 10) * 8, (s * 300 + 11) * 8);
+      const { got, want, free } = await stepBoth(program, { x, c: seeded(3 * C * 8, 22 + C) });
+      const g = got.g;
+      const w = want.g;
+      if (g?.kind !== 'grouping' || w?.kind !== 'grouping') throw new Error('not groupings');
+      const rank = new Int32Array(2 * 3 * 300);
+      const order = new Int32Array(2 * 3 * 300);
+      await cuda.cuda.download(g.rank, rank);
+      await cuda.cuda.download(g.order, order);
+      expect(Array.from(rank)).toEqual(Array.from(w.grouping.rank));
+      expect(Array.from(order)).toEqual(Array.from(w.grouping.order));
+      expect(g.size).toBe(7);
+      expect(cuda.program.bytes(g)).toBe(2 * 4 * 2 * 3 * 300);
+      await expect(cuda.program.download(g)).rejects.toThrow(InputError);
+      await expect(cuda.program.download(g)).rejects.toThrow(/grouping cannot be downloaded/);
+      const before = cuda.cuda.pool.inUse;
+      free();
+      expect(cuda.cuda.pool.inUse).toBeLessThan(before);
+    }
+  }, 300_000);
+
+  it('subtract: empty whole, empty part, part = whole and normal rows vs cpu (−∞ exactly)', async () => {
+    const program = defineProgram({
+      inputs: { ow: [1, 2, 40, 8], lw: [1, 2, 40, 1], op: [1, 2, 40, 8], lp: [1, 2, 40, 1] },
+      steps: [
+        {
+          op: 'subtract',
+          out: 'o',
+          lse: 'l',
+          whole: { out: 'ow', lse: 'lw' },
+          part: { out: 'op', lse: 'lp' },
+        },
+      ],
+      outputs: ['o', 'l'],
+    });
+    const lw = seeded(80, 31, 3);
+    const lp = seeded(80, 32, 3).map((x, r) => {
+      const l = lw[r] as number;
+      return [-Infinity, l, l - 0.1 - Math.abs(x), l + Math.abs(x)][r % 4] as number;
+    });
+    for (let r = 4; r < 80; r += 9) lw[r] = -Infinity; // empty wholes (some with an empty part)
+    const { got, want, free } = await stepBoth(program, {
+      ow: seeded(640, 33),
+      lw,
+      op: seeded(640, 34),
+      lp,
+    });
+    const download = async (v: (typeof got)[string]) => cuda.program.download(v as never);
+    const o = await download(got.o);
+    const l = await download(got.l);
+    const wo = want.o as Extract<CpuValue, { kind: 'tensor' }>;
+    const wl = want.l as Extract<CpuValue, { kind: 'tensor' }>;
+    let empty = 0;
+    for (let r = 0; r < 80; r++) {
+      const wantL = wl.data[r] as number;
+      if (wantL === -Infinity) {
+        empty++;
+        expect(l[r]).toBe(-Infinity);
+      } else expect(Math.abs((l[r] as number) - wantL)).toBeLessThan(1e-5 * (1 + Math.abs(wantL)));
+    }
+    expect(empty).toBeGreaterThan(30); // t = 1, t > 1 and the empty wholes
+    for (let i = 0; i < 640; i++) {
+      const w = wo.data[i] as number;
+      expect(Math.abs((o[i] as number) - w)).toBeLessThan(1e-4 * (1 + Math.abs(w)));
+    }
+    free();
+  }, 300_000);
+
+  it('grouped attend refuses 16-bit specs, naming the dtype', async () => {
+    const spec = defineAttention({ batch: 1, headsQ: 2, seqQ: 32, headDim: 8, dtype: 'bf16' });
+    const program = defineProgram({
+      inputs: { q: [1, 2, 32, 8], c: [1, 2, 3, 8] },
+      steps: [
+        { op: 'group', out: 'g', x: 'q', centroids: 'c', size: 8 },
+        { op: 'attend', out: 'o', spec, q: 'q', k: 'q', v: 'q', groupQ: 'g', groupKV: 'g' },
+      ],
+      outputs: ['o'],
+    });
+    const inputs = { q: seeded(512, 41), c: seeded(48, 42) };
+    await expect(runProgram(cuda, program, inputs)).rejects.toThrow(UnsupportedError);
+    await expect(runProgram(cuda, program, inputs)).rejects.toThrow(/grouped attend 'o'.*'bf16'/);
   }, 300_000);
 
   it('frees every value it made and reports the peak', async () => {

@@ -97,6 +97,8 @@ static inline unsigned __ballot_sync(unsigned, bool p) {
   __syncwarp(); return r;
 }
 static inline int __popc(unsigned x) { return __builtin_popcount(x); }
+// Fibers switch only at barriers, so a read-modify-write is atomic.
+static inline int atomicAdd(int* a, int v) { const int old = *a; *a = old + v; return old; }
 static inline int min(int a, int b) { return a < b ? a : b; }
 static inline int max(int a, int b) { return a > b ? a : b; }
 static inline float __int_as_float(unsigned x) { float f; std::memcpy(&f, &x, 4); return f; }

@@ -1,7 +1,9 @@
 // Attention programs on the CUDA backend against the cpu reference: every step alone and whole
 // programs (pool → select → attend with the selection + compressed excluding it → merge; gate),
 // with GQA, ragged blocks, causal (with fully masked rows) and not, f32 and bf16; f32 attend on
-// 64×64 selections; compressed with feature maps and skipOwnBlock. Run on a GPU by
+// 64×64 selections; compressed with feature maps and skipOwnBlock; content grouping (group →
+// grouped attend, softmax and feature maps; subtract; a Linearized-Grouped-Attention-like
+// program). Run on a GPU by
 // `run.mjs --programs`; test/program-emulate.test.ts runs the small size on the emulated device.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,6 +12,7 @@ import {
   type CompressedKernel,
   defineAttention,
   defineProgram,
+  type KernelConfig,
   maskMod,
   type Program,
   type ProgramBackend,
@@ -74,6 +77,10 @@ interface Size {
   /** Summary block and favor+ feature counts of the feature-map compressed cases. */
   readonly compressedBlock: number;
   readonly favorFeatures: readonly number[];
+  /** Rows per group, clusters, and a cluster count above the rows (so some stay empty). */
+  readonly groupSize: number;
+  readonly clusters: number;
+  readonly manyClusters: number;
 }
 
 const SIZES: Record<'small' | 'device', Size> = {
@@ -90,6 +97,9 @@ const SIZES: Record<'small' | 'device', Size> = {
     local64: 0,
     compressedBlock: 16,
     favorFeatures: [32, 64],
+    groupSize: 16,
+    clusters: 4,
+    manyClusters: 80,
   },
   device: {
     B: 2,
@@ -104,6 +114,9 @@ const SIZES: Record<'small' | 'device', Size> = {
     local64: 1,
     compressedBlock: 64,
     favorFeatures: [64, 256],
+    groupSize: 64,
+    clusters: 8,
+    manyClusters: 1024,
   },
 };
 
@@ -120,10 +133,14 @@ export function programCases(size: 'small' | 'device'): ProgramCase[] {
     outputs: string[],
     tol = 2e-4,
     amps: Record<string, number> = {},
+    fixed: Record<string, Float32Array> = {},
   ) => {
     const program = defineProgram({ inputs, steps, outputs });
     const data: Record<string, Float32Array> = {};
-    for (const [n, s] of Object.entries(inputs)) data[n] = seeded(count(s), seed++, amps[n] ?? 1);
+    for (const [n, s] of Object.entries(inputs)) {
+      const random = seeded(count(s), seed++, amps[n] ?? 1);
+      data[n] = fixed[n] ?? random;
+    }
     cases.push({ name, program, inputs: data, tol });
   };
   const D = z.D;
@@ -317,6 +334,7 @@ export function programCases(size: 'small' | 'device'): ProgramCase[] {
     ['o'],
     1e-3,
   );
+  groupedCases(make, z);
   return cases;
 }
 
@@ -327,6 +345,7 @@ type Make = (
   outputs: string[],
   tol?: number,
   amps?: Record<string, number>,
+  fixed?: Record<string, Float32Array>,
 ) => void;
 
 /**
@@ -495,6 +514,177 @@ function featureCompressed(make: Make, z: Size): void {
     5e-4,
     { q: 2, k: 2 },
   );
+}
+
+/**
+ * Content grouping: group → grouped attend (softmax, causal and not, GQA with a grouping per side
+ * and MHA with one grouping for both, ragged groups, clusters left empty, size 1 and size = rows;
+ * favor+ and elu+1 feature maps), subtract (rows with t = 1, t > 1, a vanishing part and normal
+ * ones), and a program like Linearized Grouped Attention: exact grouped softmax + (linear causal
+ * attend over all keys − grouped linear attend) merged by log-sum-exp. Tolerances: softmax 2e-4,
+ * feature maps 1e-3 (the cpu computes the features in f64, the device in f32).
+ */
+function groupedCases(make: Make, z: Size): void {
+  const { B, H, HK, S, D } = z;
+  const G = z.groupSize;
+  const scale = 1 / Math.sqrt(D);
+  const q: Shape = [B, H, S, D];
+  const kv: Shape = [B, HK, S, D];
+  const spec = (heads: number, isCausal: boolean, kernel?: KernelConfig) =>
+    defineAttention({
+      batch: B,
+      headsQ: H,
+      headsKV: heads,
+      seqQ: S,
+      headDim: D,
+      scale,
+      ...(isCausal ? { mask: maskMod(({ q: i, kv: j }) => i.ge(j), { name: 'causal' }) } : {}),
+      ...(kernel ? { kernel } : {}),
+    });
+  // GQA, each side grouped on its own rows.
+  const gqa = (name: string, s: AttentionSpec, size: number, clusters: number, tol = 2e-4): void =>
+    make(
+      `group + grouped attend (${name}, GQA ${H}/${HK}, size ${size}, ${clusters} clusters)`,
+      { q, k: kv, v: kv, cq: [1, H, clusters, D], ck: [1, HK, clusters, D] },
+      [
+        { op: 'group', out: 'gq', x: 'q', centroids: 'cq', size },
+        { op: 'group', out: 'gk', x: 'k', centroids: 'ck', size },
+        {
+          op: 'attend',
+          out: 'o',
+          lse: 'l',
+          spec: s,
+          q: 'q',
+          k: 'k',
+          v: 'v',
+          groupQ: 'gq',
+          groupKV: 'gk',
+        },
+      ],
+      ['o', 'l'],
+      tol,
+      { q: 2, k: 2 },
+    );
+  // MHA, queries and keys grouped once (on the keys) and passed to both sides.
+  const mha = (name: string, s: AttentionSpec, size: number, clusters: number, tol = 2e-4): void =>
+    make(
+      `group + grouped attend (${name}, MHA, one grouping, size ${size}, ${clusters} clusters)`,
+      { q, k: q, v: q, c: [1, H, clusters, D] },
+      [
+        { op: 'group', out: 'g', x: 'k', centroids: 'c', size },
+        {
+          op: 'attend',
+          out: 'o',
+          lse: 'l',
+          spec: s,
+          q: 'q',
+          k: 'k',
+          v: 'v',
+          groupQ: 'g',
+          groupKV: 'g',
+        },
+      ],
+      ['o', 'l'],
+      tol,
+      { q: 2, k: 2 },
+    );
+  const favor = { type: 'linear', featureMap: 'favor+', features: 64, seed: 5 } as const;
+  const elu = { type: 'linear', featureMap: 'elu+1' } as const;
+  gqa('softmax, causal', spec(HK, true), G, z.clusters);
+  gqa('softmax, no mask', spec(HK, false), G, z.clusters);
+  gqa('softmax, causal', spec(HK, true), 1, z.clusters);
+  gqa('softmax, no mask', spec(HK, false), S, z.clusters);
+  mha('softmax, causal', spec(H, true), G, z.manyClusters);
+  gqa('favor+ 64, causal', spec(HK, true, favor), G, z.clusters, 1e-3);
+  mha('elu+1, no mask', spec(H, false, elu), G, z.clusters, 1e-3);
+
+  // subtract: per row (by row % 4) part = whole (t = 1: empty), part above whole (t > 1: empty),
+  // a vanishing part (t = e^-100: out = whole), and part below whole by 0.05..2.05 (normal).
+  const rowS: Shape = [B, H, S, 1];
+  const rows = B * H * S;
+  const lw = seeded(rows, 901, 3);
+  const gap = seeded(rows, 902, 1);
+  const lp = lw.map((l, r) => {
+    const g = gap[r] as number;
+    return [l, l + 0.5 + Math.abs(g), l - 100, l - 1.05 - g][r % 4] as number;
+  });
+  make(
+    'subtract (t = 1, t > 1, vanishing part, normal rows)',
+    { ow: q, lw: rowS, op: q, lp: rowS },
+    [
+      {
+        op: 'subtract',
+        out: 'o',
+        lse: 'l',
+        whole: { out: 'ow', lse: 'lw' },
+        part: { out: 'op', lse: 'lp' },
+      },
+    ],
+    ['o', 'l'],
+    2e-4,
+    {},
+    { lw, lp },
+  );
+
+  // Linearized Grouped Attention: exact softmax inside each group + a favor+ estimate of the
+  // rest (all keys before the query less its group's), merged exactly.
+  const lga = (isCausal: boolean): void => {
+    const exact = spec(H, isCausal);
+    const lin = spec(H, isCausal, favor);
+    make(
+      `program: group → grouped softmax + (linear favor+ − grouped linear) → merge (${isCausal ? 'causal' : 'no mask'}, MHA, size ${G})`,
+      { q, k: q, v: q, c: [1, H, z.clusters, D] },
+      [
+        { op: 'group', out: 'g', x: 'k', centroids: 'c', size: G },
+        {
+          op: 'attend',
+          out: 'o1',
+          lse: 'l1',
+          spec: exact,
+          q: 'q',
+          k: 'k',
+          v: 'v',
+          groupQ: 'g',
+          groupKV: 'g',
+        },
+        { op: 'attend', out: 'ow', lse: 'lw', spec: lin, q: 'q', k: 'k', v: 'v' },
+        {
+          op: 'attend',
+          out: 'op',
+          lse: 'lp',
+          spec: lin,
+          q: 'q',
+          k: 'k',
+          v: 'v',
+          groupQ: 'g',
+          groupKV: 'g',
+        },
+        {
+          op: 'subtract',
+          out: 'o2',
+          lse: 'l2',
+          whole: { out: 'ow', lse: 'lw' },
+          part: { out: 'op', lse: 'lp' },
+        },
+        {
+          op: 'merge',
+          out: 'o',
+          lse: 'l',
+          branches: [
+            { out: 'o1', lse: 'l1' },
+            { out: 'o2', lse: 'l2' },
+          ],
+        },
+      ],
+      // o2 alone is ill-conditioned where the group holds nearly every visible key (t → 1); merged
+      // it weighs e^{l2}, which brings it back to e^{lw}(o_w − t·o_p).
+      ['o', 'l', 'o1', 'l1', 'op', 'lp'],
+      1e-3,
+      { q: 1, k: 1 },
+    );
+  };
+  lga(true);
+  if (z === SIZES.device) lga(false); // the emulated device runs the causal one only (time)
 }
 
 /** Runs one case on `backend` and on `reference`, comparing every output. */

@@ -1,5 +1,5 @@
 /**
- * CUDA C++ for the small program steps (pool, project, dense, merge, gate) and the f32 ↔ 16-bit
+ * CUDA C++ for the small program steps (pool, project, dense, merge, subtract, gate) and the f32 ↔ 16-bit
  * conversions around `attend`. Each kernel is specialised to its step's shapes (constexpr, like the
  * attention kernels), one thread per output element or row, f32 arithmetic; the source is
  * deterministic, so the kernel cache keys on it.
@@ -224,6 +224,50 @@ ${withLse ? '  p.lse[r] = mx + logf(sum);\n' : ''}`;
     params,
     [
       `constexpr int B = ${B}, H = ${H}, N = ${N}, DV = ${DV}, NBR = ${branches};`,
+      `constexpr long long ROWS = ${ll(rows)};`,
+    ],
+    body,
+    rows,
+  );
+}
+
+/**
+ * Subtract: one thread per row; t = e^{l_part − l_whole}, out = (o_whole − t·o_part) / (1 − t),
+ * lse = l_whole + ln(1 − t) (log1p). A row with an empty whole (−∞) or t ≥ 1 (or NaN: nothing
+ * left) gives 0 and −∞.
+ */
+export function emitSubtract(
+  shape: readonly [number, number, number, number],
+  withLse: boolean,
+): ProgramKernel {
+  const [B, H, N, DV] = shape;
+  const rows = B * H * N;
+  const body = `${ELEMENT}
+  if (i >= ROWS) return;
+  const long long r = i;
+  const float lw = p.lw[r];
+  const float t = expf(p.lp[r] - lw);
+  float* orow = p.out + r * DV;
+  if (lw == TSR_NEG_INF || !(t < 1.f)) {
+    for (int d = 0; d < DV; ++d) orow[d] = 0.f;
+${withLse ? '    p.lse[r] = TSR_NEG_INF;\n' : ''}    return;
+  }
+  const float rest = 1.f - t;
+  for (int d = 0; d < DV; ++d) orow[d] = (p.ow[r * DV + d] - t * p.op[r * DV + d]) / rest;
+${withLse ? '  p.lse[r] = lw + log1pf(-t);\n' : ''}`;
+  return programKernel(
+    'subtract',
+    'tsr_subtract',
+    [
+      ptr('ow'),
+      ptr('lw'),
+      ptr('op'),
+      ptr('lp'),
+      ptr('out', 'float*'),
+      ...(withLse ? [ptr('lse', 'float*')] : []),
+    ],
+    [
+      `constexpr int B = ${B}, H = ${H}, N = ${N}, DV = ${DV};`,
       `constexpr long long ROWS = ${ll(rows)};`,
     ],
     body,

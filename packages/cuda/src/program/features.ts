@@ -1,6 +1,6 @@
 /**
- * Feature maps for `compressed` steps with a kernel: the linear spec a step's kernel names, and
- * the device features of its queries and summaries, written by that spec's linear-module feature
+ * Feature maps for `compressed` steps with a kernel and for grouped linear `attend` steps: the
+ * linear spec a step's kernel names, and the device features of its queries and keys/summaries, written by that spec's linear-module feature
  * kernel (emit/linear.ts), so the maps, input scaling, stabilisers and random matrix are the
  * linear path's.
  */
@@ -44,28 +44,48 @@ export class FeatureWriter {
    * kernel, written by the feature kernel of the linear module for the same feature map (so the
    * maps, scaling and stabilisers are the linear path's); buffers go to `temps`.
    */
-  async write(
+  write(
     step: CompressedStep,
     q: DeviceTensor,
     k: DeviceTensor,
     temps: DeviceBuffer[],
   ): Promise<Record<string, bigint>> {
-    const spec = compressedSpec(step, q.shape, k.shape);
+    return this.writeFor(
+      compressedSpec(step, q.shape, k.shape),
+      `compressed '${step.out}'`,
+      q,
+      k,
+      temps,
+    );
+  }
+
+  /**
+   * The stabilised features (`phi_q`, `stab_q`, `phi_k`, `stab_k`) of `q` and `k` under the linear
+   * spec `spec`, written by its linear module's feature kernel; `what` names the step in errors.
+   */
+  async writeFor(
+    spec: AttentionSpec,
+    what: string,
+    q: DeviceTensor,
+    k: DeviceTensor,
+    temps: DeviceBuffer[],
+  ): Promise<Record<string, bigint>> {
     if (spec.kernel.type !== 'linear') throw new Error('not a linear spec');
     let module: CudaModuleSource;
     try {
       module = emitCuda(spec);
     } catch (e) {
-      if (e instanceof UnsupportedError)
-        throw new UnsupportedError(`cuda: compressed '${step.out}': ${e.message}`);
+      if (e instanceof UnsupportedError) throw new UnsupportedError(`cuda: ${what}: ${e.message}`);
       throw e;
     }
-    const { functions } = await this.backend.loadModule(module, `${spec.hash}-compressed-features`);
+    const { functions } = await this.backend.loadModule(module, `${spec.hash}-features`);
     const entry = module.kernels[0];
     const fn = functions[0];
     if (!entry || fn === undefined) throw new Error('linear module has no feature kernel');
     const F = featureDim(spec);
-    const w = spec.kernel.featureMap === 'favor+' ? await this.matrix(spec) : null;
+    const { featureMap } = spec.kernel;
+    const random = featureMap === 'favor+' || featureMap === 'trig-rf';
+    const w = random ? await this.matrix(spec) : null;
     const scales = linearInputScales(spec.scale);
     const ptrs: Record<string, bigint> = {};
     for (const [name, t, mul] of [

@@ -1,7 +1,8 @@
 /**
  * ProgramOps for the CUDA backend: program tensors are f32 device buffers in [batch, heads, rows,
  * cols] order and stay on the device between steps; selections are CSR block layouts on the device
- * (row starts from the host, entries from the select kernel) in the format the flash kernels walk.
+ * (row starts from the host, entries from the select kernel) in the format the flash kernels walk;
+ * groupings are `rank` / `order` int32 buffers per (batch, head), written by the group kernels.
  */
 import {
   type AttendStep,
@@ -11,12 +12,14 @@ import {
   type CompressedStep,
   ceilDiv,
   featureDim,
+  type GroupStep,
   InputError,
   type ProgramOps,
   type ProgramStep,
   type SelectStep,
   type Shape,
   type StepEnv,
+  type SubtractStep,
   tensorSizes,
   UnsupportedError,
 } from '@tessera/core';
@@ -32,10 +35,17 @@ import {
   emitMerge,
   emitPool,
   emitProject,
+  emitSubtract,
   PROGRAM_THREADS,
   type ProgramKernel,
 } from './emit.js';
 import { emitCompressed, emitExpandSelection, emitSelect } from './emit-attention.js';
+import {
+  emitGroupedAttend,
+  emitGroupRoute,
+  emitGroupSort,
+  GROUP_MAX_CLUSTERS,
+} from './emit-group.js';
 import { compressedSpec, FeatureWriter } from './features.js';
 
 export interface CudaTensorValue {
@@ -54,7 +64,24 @@ export interface CudaSelectionValue {
   readonly full: DeviceBuffer;
 }
 
-export type CudaValue = CudaTensorValue | CudaSelectionValue;
+/**
+ * A grouping of the `rows` rows of each of `batch × heads` slices into groups of `size`: per slice,
+ * `rank` (row → place in the (cluster, row) order) and `order` (place → row), int32, on the device.
+ */
+export interface CudaGroupingValue {
+  readonly kind: 'grouping';
+  readonly batch: number;
+  readonly heads: number;
+  readonly rows: number;
+  readonly size: number;
+  readonly rank: DeviceBuffer;
+  readonly order: DeviceBuffer;
+}
+
+export type CudaValue = CudaTensorValue | CudaSelectionValue | CudaGroupingValue;
+
+/** Most value columns a grouped attend row accumulates in registers. */
+const GROUPED_MAX_COLUMNS = 1024;
 
 /** What `select` reuses between runs for one spec and block shape: the candidate layout, scratch. */
 interface SelectPlan {
@@ -92,7 +119,8 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
   }
 
   async download(value: CudaValue): Promise<Float32Array> {
-    if (value.kind !== 'tensor') throw new InputError('only tensors can be downloaded');
+    if (value.kind !== 'tensor')
+      throw new InputError(`a ${value.kind} cannot be downloaded (only tensors can)`);
     const out = new Float32Array(elements(value.shape));
     await this.backend.cuda.download(value.buffer, out);
     return out;
@@ -100,11 +128,13 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
 
   bytes(value: CudaValue): number {
     if (value.kind === 'tensor') return value.buffer.bytes;
+    if (value.kind === 'grouping') return value.rank.bytes + value.order.bytes;
     return value.rowStart.bytes + value.kvBlocks.bytes + value.full.bytes;
   }
 
   free(value: CudaValue): void {
     if (value.kind === 'tensor') value.buffer.release();
+    else if (value.kind === 'grouping') for (const b of [value.rank, value.order]) b.release();
     else for (const b of [value.rowStart, value.kvBlocks, value.full]) b.release();
   }
 
@@ -177,10 +207,14 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
         await this.launch(emitGate(out.shape, x.shape[3], step.branches.length), values);
         return { [step.out]: out };
       }
+      case 'subtract':
+        return this.subtract(step, env);
       case 'select':
         return { [step.out]: await this.select(step, env) };
+      case 'group':
+        return { [step.out]: await this.group(step, env) };
       case 'attend':
-        return this.attend(step, env);
+        return step.groupQ === undefined ? this.attend(step, env) : this.attendGrouped(step, env);
       case 'compressed':
         return this.compressed(step, env);
       default:
@@ -306,6 +340,138 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
       for (const b of buffers) b.release();
       throw e;
     }
+  }
+
+  /**
+   * Routes every row to its cluster (one thread per row, into a scratch buffer), then sorts each
+   * (batch, head) slice stably by cluster (one block per slice) into the grouping's rank / order.
+   */
+  private async group(step: GroupStep, env: StepEnv<CudaValue>): Promise<CudaGroupingValue> {
+    const x = this.tensor(env, step.x);
+    const c = this.tensor(env, step.centroids);
+    const [B, H, N] = x.shape;
+    const C = c.shape[2];
+    if (C > GROUP_MAX_CLUSTERS)
+      throw new UnsupportedError(
+        `cuda: group '${step.out}' has ${C} clusters; at most ${GROUP_MAX_CLUSTERS} are supported`,
+      );
+    const cluster = this.alloc(4 * B * H * N);
+    const owned: DeviceBuffer[] = [];
+    try {
+      const rank = this.alloc(4 * B * H * N);
+      owned.push(rank);
+      const order = this.alloc(4 * B * H * N);
+      owned.push(order);
+      await this.launch(emitGroupRoute(x.shape, C), {
+        x: x.buffer.ptr,
+        centroids: c.buffer.ptr,
+        cluster: cluster.ptr,
+      });
+      await this.launch(emitGroupSort(N, C, B * H), {
+        cluster: cluster.ptr,
+        rank: rank.ptr,
+        order: order.ptr,
+      });
+      return { kind: 'grouping', batch: B, heads: H, rows: N, size: step.size, rank, order };
+    } catch (e) {
+      for (const b of owned) b.release();
+      throw e;
+    } finally {
+      cluster.release(); // ordered after the launches on the default stream
+    }
+  }
+
+  /**
+   * Attend restricted to groups: one warp per query row walks its group's keys in the KV
+   * grouping's order, softmax or (linear specs) the linear module's stabilised features. f32 only.
+   */
+  private async attendGrouped(
+    step: AttendStep,
+    env: StepEnv<CudaValue>,
+  ): Promise<Record<string, CudaValue>> {
+    const { spec } = step;
+    if (spec.dtype !== 'f32')
+      throw new UnsupportedError(
+        `cuda: grouped attend '${step.out}' runs f32 specs only (got dtype '${spec.dtype}')`,
+      );
+    const q = this.tensor(env, step.q);
+    const k = this.tensor(env, step.k);
+    const v = this.tensor(env, step.v);
+    const gq = this.grouping(env, step.groupQ as string);
+    const gk = this.grouping(env, step.groupKV as string);
+    const linear = spec.kernel.type === 'linear';
+    const features = linear ? featureDim(spec) : null;
+    if (spec.headDimV > GROUPED_MAX_COLUMNS)
+      throw new UnsupportedError(
+        `cuda: grouped attend '${step.out}' takes at most ${GROUPED_MAX_COLUMNS} value columns (got ${spec.headDimV})`,
+      );
+    const temps: DeviceBuffer[] = [];
+    const out = this.output(env, step.out);
+    const lse = step.lse !== undefined ? this.output(env, step.lse) : null;
+    try {
+      const inputs: Record<string, bigint> = linear
+        ? await this.features.writeFor(spec, `attend '${step.out}'`, q, k, temps)
+        : { q: q.buffer.ptr, k: k.buffer.ptr };
+      const kernel = emitGroupedAttend(
+        {
+          batch: spec.batch,
+          headsQ: spec.headsQ,
+          headsKV: spec.headsKV,
+          seqQ: spec.seqQ,
+          seqKV: spec.seqKV,
+          headDim: spec.headDim,
+          headDimV: spec.headDimV,
+          causal: spec.mask !== null,
+          sizeQ: gq.size,
+          sizeKV: gk.size,
+          scale: spec.scale,
+          features,
+          ...(spec.kernel.type === 'linear' ? { featureMap: spec.kernel.featureMap } : {}),
+        },
+        lse !== null,
+      );
+      await this.launch(kernel, {
+        ...inputs,
+        v: v.buffer.ptr,
+        rank_q: gq.rank.ptr,
+        order_kv: gk.order.ptr,
+        out: out.buffer.ptr,
+        ...(lse ? { lse: lse.buffer.ptr } : {}),
+      });
+    } catch (e) {
+      out.buffer.release();
+      lse?.buffer.release();
+      throw e;
+    } finally {
+      for (const t of temps) t.release(); // ordered after the launch on the default stream
+    }
+    return { [step.out]: out, ...(lse && step.lse ? { [step.lse]: lse } : {}) };
+  }
+
+  private async subtract(
+    step: SubtractStep,
+    env: StepEnv<CudaValue>,
+  ): Promise<Record<string, CudaValue>> {
+    const values: Record<string, bigint> = {
+      ow: this.tensor(env, step.whole.out).buffer.ptr,
+      lw: this.tensor(env, step.whole.lse).buffer.ptr,
+      op: this.tensor(env, step.part.out).buffer.ptr,
+      lp: this.tensor(env, step.part.lse).buffer.ptr,
+    };
+    const out = this.output(env, step.out);
+    const lse = step.lse !== undefined ? this.output(env, step.lse) : null;
+    try {
+      await this.launch(emitSubtract(out.shape, lse !== null), {
+        ...values,
+        out: out.buffer.ptr,
+        ...(lse ? { lse: lse.buffer.ptr } : {}),
+      });
+    } catch (e) {
+      out.buffer.release();
+      lse?.buffer.release();
+      throw e;
+    }
+    return { [step.out]: out, ...(lse && step.lse ? { [step.lse]: lse } : {}) };
   }
 
   private async attend(
@@ -528,7 +694,13 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
 
   private tensor(env: StepEnv<CudaValue>, name: string): CudaTensorValue {
     const v = env.get(name);
-    if (v.kind !== 'tensor') throw new InputError(`'${name}' is a selection, not a tensor`);
+    if (v.kind !== 'tensor') throw new InputError(`'${name}' is a ${v.kind}, not a tensor`);
+    return v;
+  }
+
+  private grouping(env: StepEnv<CudaValue>, name: string): CudaGroupingValue {
+    const v = env.get(name);
+    if (v.kind !== 'grouping') throw new InputError(`'${name}' is not a grouping`);
     return v;
   }
 
@@ -568,7 +740,14 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
     const fn = functions[0] as bigint;
     const params = packParams(k.entry.params, values);
     native(() =>
-      this.backend.cuda.addon.launch(fn, k.grid, [k.entry.threads, 1, 1], 0, 0n, params),
+      this.backend.cuda.addon.launch(
+        fn,
+        k.grid,
+        [k.entry.threads, 1, 1],
+        k.entry.dynamicSharedBytes,
+        0n,
+        params,
+      ),
     );
   }
 }
