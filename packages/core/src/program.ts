@@ -91,7 +91,8 @@ export interface SelectStep {
 
 /**
  * Groups rows by content. Row t of `x` (`[batch, heads, rows, cols]`) goes to the cluster
- * `c(t) = argmax_c x_t · centroids[h, c]` (scores in f32 on GPU backends; ties to the lower c);
+ * `c(t) = argmax_c x_t · centroids[h, c]` (ties to the lower c; a backend that sums the scores in
+ * f32 may split near-ties differently);
  * the rows are ordered by `(c(t), t)` and that order is cut into consecutive groups of `size`
  * rows (the last may be shorter), so every group but the last has exactly `size` rows and row t
  * belongs to group `⌊rank(t) / size⌋`, rank(t) being its place in the order. `centroids`:
@@ -114,7 +115,7 @@ export interface GroupStep {
  * With `groupQ` and `groupKV` (groupings of the `seqQ` query rows over `headsQ` heads and of the
  * `seqKV` key rows over `headsKV` heads, made by `group` steps), query i of head h sees key j of
  * KV head h/(headsQ/headsKV) only when their group numbers are equal, and the spec's mask (none
- * or causal `q >= kv`; no score modification) allows it. Pass one grouping to both when queries
+ * or causal `q >= kv`; no score modification; f32) allows it. Pass one grouping to both when queries
  * and keys are the same tokens grouped once.
  */
 export interface AttendStep {
@@ -453,6 +454,10 @@ export function defineProgram(config: ProgramConfig): Program {
           if (spec.scoreMod !== null)
             throw new SpecError(
               `${where}: a grouped attend takes no score modification (got '${spec.scoreMod.name}')`,
+            );
+          if (spec.dtype !== 'f32')
+            throw new SpecError(
+              `${where}: a grouped attend runs in f32 (spec has '${spec.dtype}')`,
             );
         }
         define(where, step.out, 'tensor', [B, headsQ, seqQ, headDimV]);

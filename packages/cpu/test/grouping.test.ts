@@ -319,6 +319,18 @@ describe('cpu: group, grouped attend, subtract', () => {
     expect(() =>
       build([...groups, { ...attend, spec: windowed, groupQ: 'gq', groupKV: 'gk' }]),
     ).toThrow(/takes no mask or the causal one \(got 'window'\)/);
+    const half = defineAttention({
+      batch: 1,
+      headsQ: H,
+      headsKV: HK,
+      seqQ: N,
+      seqKV: N,
+      headDim: D,
+      dtype: 'bf16',
+    });
+    expect(() =>
+      build([...groups, { ...attend, spec: half, groupQ: 'gq', groupKV: 'gk' }]),
+    ).toThrow(/a grouped attend runs in f32 \(spec has 'bf16'\)/);
     expect(() => build([{ ...groups[0], size: N + 1 }, attend])).toThrow(
       /size 46 exceeds the 45 rows/,
     );

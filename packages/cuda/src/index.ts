@@ -19,6 +19,7 @@ export {
 export { CudaCompileError, CudaError, CudaUnavailableError } from './errors.js';
 export { cudaRenderer, lowerCuda } from './expr-cuda.js';
 export {
+  type CudaGroupingValue,
   CudaProgramOps,
   type CudaSelectionValue,
   type CudaTensorValue,
