@@ -112,11 +112,12 @@ export interface GroupStep {
  * 'bhsd' order. With `selection` (made by a `select` step for this spec), only the selected KV
  * blocks are visited; the spec's mask still applies inside them. `lse`: `[batch, headsQ, seqQ, 1]`.
  *
- * With `groupQ` and `groupKV` (groupings of the `seqQ` query rows over `headsQ` heads and of the
- * `seqKV` key rows over `headsKV` heads, made by `group` steps), query i of head h sees key j of
- * KV head h/(headsQ/headsKV) only when their group numbers are equal, and the spec's mask (none
- * or causal `q >= kv`; no score modification; f32) allows it. Pass one grouping to both when queries
- * and keys are the same tokens grouped once.
+ * With `groupQ` and `groupKV` (groupings made by `group` steps: of the `seqQ` query rows over
+ * `headsQ` heads, or over `headsKV` heads, query head h then reading its KV head's slice; and of
+ * the `seqKV` key rows over `headsKV` heads), query i of head h sees key j of KV head
+ * hk = h/(headsQ/headsKV) only when their group numbers are equal, and the spec's mask (none or
+ * causal `q >= kv`; no score modification; f32) allows it. Pass one grouping to both when queries
+ * and keys are the same tokens grouped once (e.g. by their keys).
  */
 export interface AttendStep {
   readonly op: 'attend';
@@ -436,17 +437,17 @@ export function defineProgram(config: ProgramConfig): Program {
             throw new SpecError(`${where}: groupQ and groupKV go together`);
           if (step.selection !== undefined)
             throw new SpecError(`${where}: a grouped attend cannot also walk a selection`);
-          const want = (field: string, name: string, heads: number, rows: number): void => {
+          const want = (field: string, name: string, heads: number[], rows: number): void => {
             const g = groupings.get(name);
             if (!g)
               throw new SpecError(`${where}: ${field} '${name}' is not a group step's output`);
-            if (g[0] !== B || g[1] !== heads || g[2] !== rows)
+            if (g[0] !== B || !heads.includes(g[1]) || g[2] !== rows)
               throw new SpecError(
-                `${where}: ${field} '${name}' must group [${B}, ${heads}, ${rows}] rows (it groups ${fmt(g)})`,
+                `${where}: ${field} '${name}' must group [${B}, ${[...new Set(heads)].join(' or ')}, ${rows}] rows (it groups ${fmt(g)})`,
               );
           };
-          want('groupQ', step.groupQ, headsQ, seqQ);
-          want('groupKV', step.groupKV, headsKV, seqKV);
+          want('groupQ', step.groupQ, [headsQ, headsKV], seqQ);
+          want('groupKV', step.groupKV, [headsKV], seqKV);
           if (spec.mask !== null && !isCausalExpr(spec.mask.expr))
             throw new SpecError(
               `${where}: a grouped attend takes no mask or the causal one (got '${spec.mask.name}')`,

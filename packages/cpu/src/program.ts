@@ -320,7 +320,9 @@ function attendGrouped(step: AttendStep, env: StepEnv<CpuValue>): Record<string,
       const kvBase = (b * HK + hk) * M;
       for (let i = 0; i < N; i++) {
         const r = (b * H + h) * N + i;
-        const g = Math.floor((gq.rank[r] as number) / gq.size);
+        // A query grouping over the KV heads serves every query head of the group.
+        const qSlice = gq.rank.length === B * H * N ? b * H + h : b * HK + hk;
+        const g = Math.floor((gq.rank[qSlice * N + i] as number) / gq.size);
         keys.length = 0;
         for (let m = g * gk.size; m < Math.min((g + 1) * gk.size, M); m++) {
           const j = gk.order[kvBase + m] as number;

@@ -182,6 +182,50 @@ describe('cpu: group, grouped attend, subtract', () => {
     }
   }
 
+  for (const causal of [true, false]) {
+    it(`one grouping of the keys serves queries too: query heads read their KV head's (${causal ? 'causal' : 'bidirectional'}, GQA)`, async () => {
+      const cpu = await createCpuBackend();
+      const size = 6;
+      const sp = spec(causal);
+      const p = defineProgram({
+        inputs: { ...shapes, ck: [1, HK, C, D] },
+        steps: [
+          { op: 'group', out: 'gk', x: 'k', centroids: 'ck', size },
+          {
+            op: 'attend',
+            out: 'o',
+            lse: 'l',
+            spec: sp,
+            q: 'q',
+            k: 'k',
+            v: 'v',
+            groupQ: 'gk',
+            groupKV: 'gk',
+          },
+        ],
+        outputs: ['o', 'l'],
+      });
+      const { outputs } = await runProgram(cpu, p, { q, k, v, ck });
+      const gk = groupsOf(k, ck, HK, size);
+      const empty = expectRows(
+        outputs.o as Float32Array,
+        outputs.l as Float32Array,
+        (h, i) => {
+          const hk = Math.floor(h / (H / HK));
+          const keys = [...Array(N).keys()].filter(
+            (j) => gk[hk]?.[j] === gk[hk]?.[i] && (!causal || j <= i),
+          );
+          const s = keys.map((j) => sp.scale * dot(at(q, h, i), at(k, hk, j)));
+          const m = Math.max(...s);
+          const r = average(h, keys, (j) => Math.exp((s[keys.indexOf(j)] as number) - m));
+          return { out: r.out, lse: r.lse + m };
+        },
+        { out: 1e-5, lse: 1e-5 },
+      );
+      expect(empty).toBe(0); // every token's own key is in its group
+    });
+  }
+
   it('grouped favor+ attend, whole-minus-part by subtract equals kernel attention outside the group', async () => {
     const cpu = await createCpuBackend();
     const size = 6;
@@ -301,8 +345,8 @@ describe('cpu: group, grouped attend, subtract', () => {
     expect(() => build([...groups, { ...attend, groupQ: 'gq' }])).toThrow(
       /groupQ and groupKV go together/,
     );
-    expect(() => build([...groups, { ...attend, groupQ: 'gk', groupKV: 'gk' }])).toThrow(
-      /groupQ 'gk' must group \[1, 4, 45\] rows/,
+    expect(() => build([...groups, { ...attend, groupQ: 'gq', groupKV: 'gq' }])).toThrow(
+      /groupKV 'gq' must group \[1, 2, 45\] rows/,
     );
     expect(() => build([...groups, { ...attend, groupQ: 'q', groupKV: 'gk' }])).toThrow(
       /groupQ 'q' is not a group step's output/,
