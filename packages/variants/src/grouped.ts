@@ -78,15 +78,15 @@ function topKOf(
 
 /**
  * Linearized Grouped Attention. With `grouping: 'learned'` (the default), tokens are grouped by a
- * learned similarity: queries and keys are routed to `clusters` shared centroids (`cq`:
- * `[1, headsQ, clusters, headDim]`, `ck`: `[1, headsKV, clusters, headDim]`, the KV head's
- * centroids repeated for its query heads; seeded unit vectors from `initCentroids`, or fitted
- * with `calibrate` / `fitCentroids`), ordered by cluster and cut into groups of `group` tokens,
- * `seq / group` groups (8–16× fewer than tokens for group 8–16). Attention is exact softmax to
- * the keys of the query's group (earlier ones when causal). Across groups each query attends with
- * the FAVOR+ kernel (`features` random features) to the other groups' summaries, a group's
+ * learned similarity: each token is routed by its key to the nearest of `clusters` centroids
+ * (`ck`: `[1, headsKV, clusters, headDim]`; seeded unit vectors from `initCentroids`, or fitted to
+ * data with `calibrate` / `fitCentroids`), the tokens are ordered by cluster and position and cut
+ * into groups of `group` tokens, `seq / group` groups (8–16× fewer than tokens for group 8–16);
+ * query heads use their KV head's grouping. Attention is exact softmax to the keys of the token's
+ * own group (earlier ones when causal, so at least its own key). Across groups each query attends
+ * with the FAVOR+ kernel (`features` random features) to the other groups' summaries, a group's
  * summary being its kernel state Σ φ(k)vᵀ, Σ φ(k) over its (earlier) keys: computed as the whole
- * sequence's causal kernel attention minus the own group's (`subtract`). The two are merged by
+ * sequence's kernel attention minus the own group's (`subtract`). The two are merged by
  * log-sum-exp, whose weights the FAVOR+ lse (an estimate of softmax's) makes comparable:
  * hierarchical aggregation, exact inside the group. Every key counts once.
  *
@@ -177,7 +177,7 @@ function learnedGrouped(
 ): System {
   const where = 'linearizedGrouped';
   const C = positive(where, 'clusters', opts.clusters ?? 8);
-  const { headsQ: HQ, headsKV: HK, headDim: D } = s;
+  const { headsKV: HK, headDim: D } = s;
   const given = opts.centroids;
   if (given !== undefined && (!(given instanceof Float32Array) || given.length !== HK * C * D))
     throw new SpecError(
@@ -188,13 +188,12 @@ function learnedGrouped(
     ...(s.causal ? { mask: causalMask() } : {}),
     kernel: { type: 'linear', featureMap: 'favor+', features, seed: seed + 2 },
   });
-  const grouped = { groupQ: 'gq', groupKV: 'gk' } as const;
+  const grouped = { groupQ: 'g', groupKV: 'g' } as const;
   const program = defineProgram({
-    inputs: { ...qkvShapes(s), cq: [1, HQ, C, D], ck: [1, HK, C, D] },
+    inputs: { ...qkvShapes(s), ck: [1, HK, C, D] },
     steps: [
-      { op: 'group', out: 'gq', x: 'q', centroids: 'cq', size: g },
-      { op: 'group', out: 'gk', x: 'k', centroids: 'ck', size: g },
-      { op: 'attend', out: 'a', lse: 'la', spec: exact, q: 'q', k: 'k', v: 'v', ...grouped },
+      { op: 'group', out: 'g', x: 'k', centroids: 'ck', size: g },
+      // The kernel branch first: its whole and part die at the subtraction, before the exact one.
       { op: 'attend', out: 'w', lse: 'lw', spec: kernelSpec, q: 'q', k: 'k', v: 'v' },
       { op: 'attend', out: 'p', lse: 'lp', spec: kernelSpec, q: 'q', k: 'k', v: 'v', ...grouped },
       {
@@ -204,40 +203,24 @@ function learnedGrouped(
         whole: { out: 'w', lse: 'lw' },
         part: { out: 'p', lse: 'lp' },
       },
+      { op: 'attend', out: 'a', lse: 'la', spec: exact, q: 'q', k: 'k', v: 'v', ...grouped },
       MERGE_NEAR_FAR,
     ],
     outputs: ['out'],
   });
-  const weightsOf = (ck: Float32Array) => {
-    // Query head h routes with its KV head's centroids.
-    const cq = new Float32Array(HQ * C * D);
-    for (let h = 0; h < HQ; h++)
-      cq.set(
-        ck.subarray(Math.floor(h / (HQ / HK)) * C * D, (Math.floor(h / (HQ / HK)) + 1) * C * D),
-        h * C * D,
-      );
-    return { cq, ck };
-  };
   return {
     name: 'linearized-grouped',
     shape: s,
     program,
-    weights: weightsOf(given ?? initCentroids(HK, C, D, seed)),
+    weights: { ck: given ?? initCentroids(HK, C, D, seed) },
     exact,
     // Any earlier key can share a later token's group, so a decoder keeps every key and value,
     // plus the kernel state (features × (headDim + 1) per KV head).
     kvState: kvRowsState(s, s.seq) + HK * features * (D + 1),
-    calibrate: ({ q, k }) => {
-      // Batch element 0's queries (mean of each KV head's query heads) and keys.
-      const n = s.seq * D;
-      const qk = new Float32Array(HK * n);
-      for (let h = 0; h < HQ; h++) {
-        const dst = Math.floor(h / (HQ / HK)) * n;
-        for (let i = 0; i < n; i++)
-          qk[dst + i] = (qk[dst + i] as number) + (q[h * n + i] as number) / (HQ / HK);
-      }
-      return weightsOf(fitCentroids([qk, k.subarray(0, HK * n)], HK, C, D, { seed }));
-    },
+    // Fitted to batch element 0's keys, the vectors the tokens are routed by.
+    calibrate: ({ k }) => ({
+      ck: fitCentroids([k.subarray(0, HK * s.seq * D)], HK, C, D, { seed }),
+    }),
   };
 }
 
