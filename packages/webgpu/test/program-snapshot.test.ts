@@ -1,6 +1,6 @@
 // The generated WGSL of the program kernels, pinned: a change to an emitter shows up as a diff.
 // The emitters need no device; the same inputs must give the same text.
-import { type CompressedStep, defineAttention } from '@tessera/core';
+import { type CompressedStep, defineAttention, SpecError } from '@tessera/core';
 import { describe, expect, it } from 'vitest';
 import {
   emitSummaryFeatures,
@@ -70,6 +70,7 @@ const grouped = {
   scale: 0.35355339059327373,
   sizeQ: 8,
   sizeKV: 8,
+  headsGroupQ: 4,
 };
 /** The work layout of a linear spec's key features over the keys above (2 × 2 × 45). */
 const linearFeatures = (kernel: {
@@ -154,6 +155,9 @@ const sources: Record<string, () => string> = {
       sizeKV: 16,
       features: linearFeatures({ type: 'linear', featureMap: 'favor+', features: 16 }),
     }),
+  // One grouping of the keys serves the queries too: query heads read their KV head's slice.
+  'grouped-attend-softmax-key-grouping': () =>
+    emitGroupedAttend({ ...grouped, causal: true, headsGroupQ: 2 }),
   'grouped-attend-elu': () =>
     emitGroupedAttend({
       ...grouped,
@@ -177,4 +181,15 @@ describe('generated program WGSL snapshots', () => {
       await expect(code).toMatchFileSnapshot(`__snapshots__/program-${name}.wgsl`);
     });
   }
+});
+
+describe('grouped attend: the query grouping covers headsQ or headsKV heads', () => {
+  it('any other head count is refused with SpecError', () => {
+    expect(() => emitGroupedAttend({ ...grouped, causal: true, headsGroupQ: 1 })).toThrow(
+      SpecError,
+    );
+    expect(() => emitGroupedAttend({ ...grouped, causal: true, headsGroupQ: 1 })).toThrow(
+      /query grouping covers 1 heads/,
+    );
+  });
 });

@@ -782,6 +782,66 @@ describe('group, grouped attend and subtract', () => {
     });
   }
 
+  // One `group` step on the keys passed as groupQ and groupKV (token grouping): query head h reads
+  // the grouping of its KV head h / (H / HK). Ragged (45 rows, groups of 6), GQA 4 / 2.
+  const keyGroupingCases: [string, KernelConfig, boolean, number][] = [
+    ['softmax, causal', { type: 'softmax' }, true, TOL],
+    ['softmax, non-causal', { type: 'softmax' }, false, TOL],
+    ['elu+1, causal', { type: 'linear', featureMap: 'elu+1' }, true, TOL],
+  ];
+  for (const [name, kernel, isCausal, tol] of keyGroupingCases) {
+    it(`one grouping of the keys serves queries too: ${name}, GQA, ragged groups of 6`, async () => {
+      const spec = defineAttention({
+        batch: B,
+        headsQ: H,
+        headsKV: HK,
+        seqQ: N,
+        headDim: D,
+        kernel,
+        ...(isCausal ? { mask: causal() } : {}),
+      });
+      const C = 5;
+      const config: ProgramConfig = {
+        inputs: { ...shapes, ck: [1, HK, C, D] },
+        steps: [
+          { op: 'group', out: 'gk', x: 'k', centroids: 'ck', size: 6 },
+          {
+            op: 'attend',
+            out: 'o',
+            lse: 'l',
+            spec,
+            q: 'q',
+            k: 'k',
+            v: 'v',
+            groupQ: 'gk',
+            groupKV: 'gk',
+          },
+        ],
+        outputs: ['o', 'l'],
+      };
+      const program = defineProgram(config);
+      const inputs = {
+        q: rand(shapes.q, 2),
+        k: rand(shapes.k, 2),
+        v: rand(shapes.v),
+        ck: rand([HK, C, D]),
+      };
+      const want = await runProgram(cpu, program, inputs);
+      const got = await runProgram(gpu, program, inputs);
+      for (const o of ['o', 'l'])
+        expect(
+          worstError(got.outputs[o] as Float32Array, want.outputs[o] as Float32Array),
+          o,
+        ).toBeLessThan(tol);
+      const o = got.outputs.o as Float32Array;
+      const l = got.outputs.l as Float32Array;
+      // Every token's own key is in its group: no row is empty, causal or not.
+      expect(checkEmptyRows(o, l, D)).toBe(0);
+      // The grouping itself, rank and order, as the CPU's.
+      await compareGroupings(config, 1, inputs, ['gk']);
+    });
+  }
+
   it('the counting sort over several tiles of rows: 150 rows, 7 clusters', async () => {
     const x = [1, 2, 150, 4] as const;
     await compareGroupings(

@@ -9,6 +9,7 @@ import {
   type GroupStep,
   isCausalExpr,
   ResourceLimitError,
+  SpecError,
 } from '@tessera/core';
 import { emitSummaryFeatures, featureLayout, specFeaturePlan } from './compressed-features.js';
 import { GRID_THREADS } from './grid.js';
@@ -56,6 +57,13 @@ export async function recordGroupedAttend(
   groupKV: GpuGrouping,
 ): Promise<{ out: GPUBuffer; lse: GPUBuffer }> {
   const { batch, headsQ, headsKV, seqQ, seqKV, headDim, headDimV } = spec;
+  // defineProgram checks these; a grouping read out of bounds would be silent, so check again.
+  const fits = (g: GpuGrouping, heads: number[], rows: number) =>
+    g.batch === batch && heads.includes(g.heads) && g.rows === rows;
+  if (!fits(groupQ, [headsQ, headsKV], seqQ) || !fits(groupKV, [headsKV], seqKV))
+    throw new SpecError(
+      `grouped attend: groupings of [${groupQ.batch}, ${groupQ.heads}, ${groupQ.rows}] (queries) and [${groupKV.batch}, ${groupKV.heads}, ${groupKV.rows}] (keys) do not fit q [${batch}, ${headsQ}, ${seqQ}] / k [${batch}, ${headsKV}, ${seqKV}]`,
+    );
   let features: { layout: ReturnType<typeof featureLayout>; work: GPUBuffer } | null = null;
   if (spec.kernel.type === 'linear') {
     const plan = specFeaturePlan(spec);
@@ -99,6 +107,7 @@ export async function recordGroupedAttend(
     causal: spec.mask !== null && isCausalExpr(spec.mask.expr),
     sizeQ: groupQ.size,
     sizeKV: groupKV.size,
+    headsGroupQ: groupQ.heads,
     ...(features ? { features: features.layout } : {}),
   });
   const bufs = [

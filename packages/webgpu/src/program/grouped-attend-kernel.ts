@@ -1,5 +1,7 @@
 /**
  * WGSL of a grouped `attend`: one invocation per query row i finds its group g = ⌊rankQ / SIZE_Q⌋
+ * (rankQ from its head's slice of the query grouping, or, when that grouping covers the KV heads
+ * — GROUP_Q = GROUP, e.g. one grouping of the keys passed for both — from its KV head's slice)
  * and walks the keys at places [g·SIZE_KV, min((g+1)·SIZE_KV, SEQ_KV)) of its KV head's order,
  * skipping keys after i when causal. Softmax: an online softmax of `scale·q·k_j`. A feature map:
  * weights φ̃(q)·φ̃(k_j)·e^{c_j} (the keys' features come from a first pass into `work`,
@@ -7,6 +9,7 @@
  * den = Σ weights, out = Σ weights·v_j / den and lse = ln den + max c_j + c_q when den > 0.
  * A row with no visible key (or no mass) gets out 0 and lse −∞.
  */
+import { SpecError } from '@tessera/core';
 import { MASKED, NEG_INF_BITS } from '../wgsl/common.js';
 import { type FeatureLayout, featureConsts, featureHelpers } from './compressed-features.js';
 import { emitGridKernel, f32Lit } from './grid.js';
@@ -23,11 +26,17 @@ export interface GroupedAttendShape {
   readonly causal: boolean;
   readonly sizeQ: number;
   readonly sizeKV: number;
+  /** Heads of the query grouping: `headsQ`, or `headsKV` (query head h reads KV head h's slice). */
+  readonly headsGroupQ: number;
   /** A feature map instead of softmax; `work` holds the keys' features (featureLayout). */
   readonly features?: FeatureLayout;
 }
 
 export function emitGroupedAttend(s: GroupedAttendShape): string {
+  if (s.headsGroupQ !== s.headsQ && s.headsGroupQ !== s.headsKV)
+    throw new SpecError(
+      `grouped attend: the query grouping covers ${s.headsGroupQ} heads, not headsQ (${s.headsQ}) or headsKV (${s.headsKV})`,
+    );
   const feat = s.features;
   const accumulate = feat
     ? [
@@ -66,6 +75,8 @@ export function emitGroupedAttend(s: GroupedAttendShape): string {
       ['COLS', s.headDimV],
       ['SIZE_Q', s.sizeQ],
       ['SIZE_KV', s.sizeKV],
+      ['HEADS_GQ', s.headsGroupQ],
+      ['GROUP_Q', s.headsQ / s.headsGroupQ],
       ['ORDER_KV', s.batch * s.headsKV * s.seqKV],
       ...(feat
         ? ([...featureConsts(feat), ['Q_MUL', f32Lit(feat.query)]] as const)
@@ -93,7 +104,9 @@ export function emitGroupedAttend(s: GroupedAttendShape): string {
       'for (var c = 0u; c < COLS; c++) {',
       '  out[o0 + c] = 0.0f;',
       '}',
-      'let g = group_q[idx] / SIZE_Q;',
+      "// The query grouping's slice: this query head's (GROUP_Q = 1) or its KV head's.",
+      'let sq = (bh / HEADS_Q) * HEADS_GQ + (bh % HEADS_Q) / GROUP_Q;',
+      'let g = group_q[sq * SEQ_Q + i] / SIZE_Q;',
       'let first = g * SIZE_KV;',
       'let last = min(first + SIZE_KV, SEQ_KV);',
       'var m = MASKED;',

@@ -11,6 +11,8 @@ const HEAD_DIM = 8u;
 const COLS = 8u;
 const SIZE_Q = 8u;
 const SIZE_KV = 16u;
+const HEADS_GQ = 4u;
+const GROUP_Q = 1u;
 const ORDER_KV = 180u;
 const F = 16u;
 const W = 0u;
@@ -63,7 +65,9 @@ fn main(
   for (var c = 0u; c < COLS; c++) {
     out[o0 + c] = 0.0f;
   }
-  let g = group_q[idx] / SIZE_Q;
+  // The query grouping's slice: this query head's (GROUP_Q = 1) or its KV head's.
+  let sq = (bh / HEADS_Q) * HEADS_GQ + (bh % HEADS_Q) / GROUP_Q;
+  let g = group_q[sq * SEQ_Q + i] / SIZE_Q;
   let first = g * SIZE_KV;
   let last = min(first + SIZE_KV, SEQ_KV);
   var m = MASKED;
