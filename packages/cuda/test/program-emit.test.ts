@@ -132,6 +132,10 @@ const kernels = {
     { ...grouped, causal: false, features: 64, featureMap: 'favor+' },
     false,
   ),
+  'grouped attend (softmax, no mask, query grouping over the KV heads)': emitGroupedAttend(
+    { ...grouped, causal: false, headsGroupQ: 2, sizeQ: 8 },
+    true,
+  ),
   'subtract (lse)': emitSubtract([2, 4, 75, 16], true),
 };
 
@@ -215,6 +219,17 @@ describe('program kernel sources', () => {
     ).toContain('logf(l) + m + p.stab_q[row]');
     expect(f).not.toContain('p.lse');
     expect(f).not.toMatch(/p\.q\b|p\.k\b|SCALE/);
+    // A query grouping over the KV heads: query head h reads its KV head's ranks; over the query
+    // heads (the default, or given explicitly) its own.
+    const kvq =
+      kernels['grouped attend (softmax, no mask, query grouping over the KV heads)'].source;
+    expect(kvq).toContain('p.rank_q[(long long)(b * HK + h / GROUP) * N + i] / SQ');
+    expect(kvq).not.toContain('p.rank_q[row]');
+    expect(g.source).toContain('const int g = p.rank_q[row] / SQ;');
+    expect(emitGroupedAttend({ ...grouped, headsGroupQ: 4 }, true).source).toBe(g.source);
+    expect(() => emitGroupedAttend({ ...grouped, headsGroupQ: 3 }, true)).toThrow(
+      /covers 3 heads; want 4 \(query\) or 2 \(KV\)/,
+    );
     expect(kernels['subtract (lse)'].source).toContain('log1pf(-t)');
     expect(emitSubtract([1, 1, 4, 4], false).source).not.toContain('p.lse');
   });

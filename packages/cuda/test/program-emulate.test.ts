@@ -236,6 +236,66 @@ describe('program ops on the emulated device vs cpu', () => {
     }
   }, 300_000);
 
+  // One grouping of the keys (over the KV heads) passed as both groupQ and groupKV under GQA 4/2:
+  // query head h reads the ranks of its KV head h / 2. 45 rows in groups of 6 (ragged: the last
+  // group holds 3). Tolerance: |got − want| ≤ 2e-4·(1 + |want|), −∞ exactly.
+  for (const isCausal of [true, false]) {
+    it(`one grouping of the keys serves queries too (GQA 4/2, ragged, ${isCausal ? 'causal: no empty row' : 'no mask'}) vs cpu`, async () => {
+      const [B, H, HK, N, D, C, size] = [2, 4, 2, 45, 8, 3, 6];
+      const spec = defineAttention({
+        batch: B,
+        headsQ: H,
+        headsKV: HK,
+        seqQ: N,
+        headDim: D,
+        ...(isCausal ? { mask: causal() } : {}),
+      });
+      const program = defineProgram({
+        inputs: { q: [B, H, N, D], k: [B, HK, N, D], v: [B, HK, N, D], c: [1, HK, C, D] },
+        steps: [
+          { op: 'group', out: 'g', x: 'k', centroids: 'c', size },
+          {
+            op: 'attend',
+            out: 'o',
+            lse: 'l',
+            spec,
+            q: 'q',
+            k: 'k',
+            v: 'v',
+            groupQ: 'g',
+            groupKV: 'g',
+          },
+        ],
+        outputs: ['o', 'l'],
+      });
+      const inputs = {
+        q: seeded(B * H * N * D, 41, 2),
+        k: seeded(B * HK * N * D, 42, 2),
+        v: seeded(B * HK * N * D, 43),
+        c: seeded(HK * C * D, 44),
+      };
+      const got = await runProgram(cuda, program, inputs);
+      const want = await runProgram(cpu, program, inputs);
+      const [o, l, wo, wl] = [got.outputs.o, got.outputs.l, want.outputs.o, want.outputs.l].map(
+        (x) => x as Float32Array,
+      ) as [Float32Array, Float32Array, Float32Array, Float32Array];
+      let empty = 0;
+      for (let r = 0; r < B * H * N; r++) {
+        const w = wl[r] as number;
+        if (w === -Infinity) empty++;
+        if (w === -Infinity || l[r] === -Infinity) expect(l[r]).toBe(w);
+        else expect(Math.abs((l[r] as number) - w)).toBeLessThanOrEqual(2e-4 * (1 + Math.abs(w)));
+      }
+      for (let i = 0; i < wo.length; i++) {
+        const w = wo[i] as number;
+        expect(Math.abs((o[i] as number) - w)).toBeLessThanOrEqual(2e-4 * (1 + Math.abs(w)));
+      }
+      // Every token's own key is in its group, so no row is empty (causal or not).
+      expect(empty).toBe(0);
+      expect(l.every((x) => Number.isFinite(x))).toBe(true);
+    }, 300_000);
+  }
+
   it('subtract: empty whole, empty part, part = whole and normal rows vs cpu (−∞ exactly)', async () => {
     const program = defineProgram({
       inputs: { ow: [1, 2, 40, 8], lw: [1, 2, 40, 1], op: [1, 2, 40, 8], lp: [1, 2, 40, 1] },

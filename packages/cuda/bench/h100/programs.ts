@@ -518,7 +518,8 @@ function featureCompressed(make: Make, z: Size): void {
 
 /**
  * Content grouping: group → grouped attend (softmax, causal and not, GQA with a grouping per side
- * and MHA with one grouping for both, ragged groups, clusters left empty, size 1 and size = rows;
+ * and MHA with one grouping for both; on the device also GQA with one grouping of the keys for
+ * both, query heads reading their KV head's ranks; ragged groups, clusters left empty, size 1 and size = rows;
  * favor+ and elu+1 feature maps), subtract (rows with t = 1, t > 1, a vanishing part and normal
  * ones), and a program like Linearized Grouped Attention: exact grouped softmax + (linear causal
  * attend over all keys − grouped linear attend) merged by log-sum-exp. Tolerances: softmax 2e-4,
@@ -597,6 +598,30 @@ function groupedCases(make: Make, z: Size): void {
   mha('softmax, causal', spec(H, true), G, z.manyClusters);
   gqa('favor+ 64, causal', spec(HK, true, favor), G, z.clusters, 1e-3);
   mha('elu+1, no mask', spec(H, false, elu), G, z.clusters, 1e-3);
+  // GQA, the keys grouped once (over the KV heads) and passed to both sides: query head h reads
+  // its KV head's ranks. Device only (the emulator test runs its own small cases of this).
+  if (z === SIZES.device)
+    make(
+      `group + grouped attend (softmax, causal, GQA ${H}/${HK}, one grouping of the keys for both, size ${G}, ${z.clusters} clusters)`,
+      { q, k: kv, v: kv, ck: [1, HK, z.clusters, D] },
+      [
+        { op: 'group', out: 'gk', x: 'k', centroids: 'ck', size: G },
+        {
+          op: 'attend',
+          out: 'o',
+          lse: 'l',
+          spec: spec(HK, true),
+          q: 'q',
+          k: 'k',
+          v: 'v',
+          groupQ: 'gk',
+          groupKV: 'gk',
+        },
+      ],
+      ['o', 'l'],
+      2e-4,
+      { q: 2, k: 2 },
+    );
 
   // subtract: per row (by row % 4) part = whole (t = 1: empty), part above whole (t > 1: empty),
   // a vanishing part (t = e^-100: out = whole), and part below whole by 0.05..2.05 (normal).

@@ -116,6 +116,12 @@ export interface GroupedAttendShape {
   readonly headDim: number;
   readonly headDimV: number;
   readonly causal: boolean;
+  /**
+   * Heads of the query grouping: `headsQ` (the default; each query head its own slice) or
+   * `headsKV` (one grouping of the KV heads, e.g. of the keys: query head h reads the slice of its
+   * KV head h / (headsQ / headsKV)).
+   */
+  readonly headsGroupQ?: number;
   /** Rows per group of the query and of the key grouping. */
   readonly sizeQ: number;
   readonly sizeKV: number;
@@ -127,7 +133,8 @@ export interface GroupedAttendShape {
 }
 
 /**
- * Grouped attend: one warp per query row (b, h, i). Its group is g = ⌊rank_q[b, h, i] / SQ⌋; it
+ * Grouped attend: one warp per query row (b, h, i). Its group is g = ⌊rank_q[b, h, i] / SQ⌋ (or
+ * ⌊rank_q[b, h / GROUP, i] / SQ⌋ when the query grouping covers the KV heads); it
  * walks places [g·SKV, min((g+1)·SKV, M)) of its KV head's key order 32 at a time: lane e takes
  * key j = order_kv[place], skipped when past the group or, causal, when j > i, and computes its
  * whole score (the dot product over D, or over the F stabilised features); the warp folds the
@@ -142,6 +149,16 @@ export interface GroupedAttendShape {
 export function emitGroupedAttend(s: GroupedAttendShape, withLse: boolean): ProgramKernel {
   const { batch: B, headsQ: H, headsKV: HK, seqQ: N, seqKV: M, headDimV: DV } = s;
   const rows = B * H * N;
+  const headsGQ = s.headsGroupQ ?? H;
+  if (headsGQ !== H && headsGQ !== HK)
+    throw new Error(
+      `grouped attend: the query grouping covers ${headsGQ} heads; want ${H} (query) or ${HK} (KV)`,
+    );
+  // A query grouping over the KV heads: query head h reads its KV head's slice of N ranks.
+  const rankQ =
+    headsGQ === H
+      ? '  const int g = p.rank_q[row] / SQ;'
+      : "  const int g = p.rank_q[(long long)(b * HK + h / GROUP) * N + i] / SQ;  // the KV head's slice";
   const phi = s.features !== null;
   const X = phi ? 'F' : 'D';
   const qRow = phi ? 'p.phi_q' : 'p.q';
@@ -163,7 +180,7 @@ export function emitGroupedAttend(s: GroupedAttendShape, withLse: boolean): Prog
   const float* kb = ${kRow} + kvRow * ${X};
   const float* vb = p.v + kvRow * DV;
   const int* ord = p.order_kv + kvRow;
-  const int g = p.rank_q[row] / SQ;
+${rankQ}
   const int m0 = g * SKV, m1 = min(m0 + SKV, M);
   float m = TSR_NEG_INF, l = 0.f, acc[VC];
   #pragma unroll

@@ -399,6 +399,16 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
     const v = this.tensor(env, step.v);
     const gq = this.grouping(env, step.groupQ as string);
     const gk = this.grouping(env, step.groupKV as string);
+    // The query grouping covers the query heads or (one grouping of the KV heads, e.g. of the
+    // keys, serving both sides) the KV heads: query head h then reads its KV head's slice.
+    if (
+      gq.batch !== spec.batch ||
+      gq.rows !== spec.seqQ ||
+      (gq.heads !== spec.headsQ && gq.heads !== spec.headsKV)
+    )
+      throw new InputError(
+        `cuda: grouped attend '${step.out}': groupQ '${step.groupQ}' groups [${gq.batch}, ${gq.heads}, ${gq.rows}] rows; want [${spec.batch}, ${spec.headsQ} or ${spec.headsKV}, ${spec.seqQ}]`,
+      );
     const linear = spec.kernel.type === 'linear';
     const features = linear ? featureDim(spec) : null;
     if (spec.headDimV > GROUPED_MAX_COLUMNS)
@@ -422,6 +432,7 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
           headDim: spec.headDim,
           headDimV: spec.headDimV,
           causal: spec.mask !== null,
+          headsGroupQ: gq.heads,
           sizeQ: gq.size,
           sizeKV: gk.size,
           scale: spec.scale,
