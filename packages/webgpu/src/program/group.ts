@@ -11,7 +11,8 @@ import {
   ResourceLimitError,
   SpecError,
 } from '@tessera/core';
-import { emitSummaryFeatures, featureLayout, specFeaturePlan } from './compressed-features.js';
+import { specFeaturePlan } from './compressed-features.js';
+import { recordKeyFeatures } from './features-pass.js';
 import { GRID_THREADS } from './grid.js';
 import { emitGroupSort, emitRoute, sortWorkgroupBytes } from './group-kernel.js';
 import { emitGroupedAttend } from './grouped-attend-kernel.js';
@@ -64,33 +65,14 @@ export async function recordGroupedAttend(
     throw new SpecError(
       `grouped attend: groupings of [${groupQ.batch}, ${groupQ.heads}, ${groupQ.rows}] (queries) and [${groupKV.batch}, ${groupKV.heads}, ${groupKV.rows}] (keys) do not fit q [${batch}, ${headsQ}, ${seqQ}] / k [${batch}, ${headsKV}, ${seqKV}]`,
     );
-  let features: { layout: ReturnType<typeof featureLayout>; work: GPUBuffer } | null = null;
-  if (spec.kernel.type === 'linear') {
-    const plan = specFeaturePlan(spec);
-    const layout = featureLayout(plan, batch * headsKV * seqKV);
-    const work = rec.buffer(layout.words * 4, "tessera grouped attend's key features");
-    rec.temps.push(work);
-    if (plan.matrix) {
-      const w = plan.matrix;
-      rec.plan.ctx.device.queue.writeBuffer(
-        work,
-        layout.w * 4,
-        w.buffer as ArrayBuffer,
-        w.byteOffset,
-        w.byteLength,
-      );
-    }
-    const code = emitSummaryFeatures(
-      { batch, headsKV, numBlocks: seqKV, headDim },
-      layout,
-      "grouped attention's key features",
-    );
-    await rec.dispatch(code, 'grouped attend key features', batch * headsKV * seqKV, [
-      k.buffer,
-      work,
-    ]);
-    features = { layout, work };
-  }
+  const features =
+    spec.kernel.type === 'linear'
+      ? await recordKeyFeatures(rec, specFeaturePlan(spec), k, {
+          buffer: "tessera grouped attend's key features",
+          kernel: 'grouped attend key features',
+          title: "grouped attention's key features",
+        })
+      : null;
   const rows = batch * headsQ * seqQ;
   const out = rec.buffer(rows * headDimV * 4, 'tessera grouped attend out');
   const lse = rec.buffer(rows * 4, 'tessera grouped attend lse');

@@ -18,13 +18,9 @@ import type {
 import { SpecError, UnsupportedError } from '@tessera/core';
 import type { ResidentInputs, ResidentOutputs } from '../backend.js';
 import { recordFlashOnSelection } from './attend.js';
-import {
-  emitSummaryFeatures,
-  type FeatureLayout,
-  featureLayout,
-  featureMapPlan,
-} from './compressed-features.js';
+import { featureMapPlan } from './compressed-features.js';
 import { emitCompressed } from './compressed-kernel.js';
+import { recordKeyFeatures } from './features-pass.js';
 import { recordGroup, recordGroupedAttend } from './group.js';
 import {
   type Dims,
@@ -236,7 +232,12 @@ async function compressed(rec: Recording, step: CompressedStep, env: Env): Promi
       `compressed: selection '${step.selection}' was made for batch ${sel.step.spec.batch}, q has ${q.shape[0]}`,
     );
   const shape = env.shape(step.out);
-  const features = step.kernel ? await summaryFeatures(rec, step, k) : null;
+  const features = step.kernel
+    ? await recordKeyFeatures(rec, featureMapPlan(step, k.shape[3]), k, {
+        buffer: "tessera compressed's summary features",
+        kernel: 'compressed summary features',
+      })
+    : null;
   const out = rec.output(shape, 'tessera compressed out');
   const lse = rec.output(rowsOf(shape), 'tessera compressed lse');
   const code = emitCompressed({
@@ -267,38 +268,6 @@ async function compressed(rec: Recording, step: CompressedStep, env: Env): Promi
   if (sel) bufs.push(sel.buffer);
   await rec.dispatch(code, 'compressed', shape[0] * shape[1] * shape[2], bufs);
   return withLse(rec, step.out, step.lse, out, lse);
-}
-
-/**
- * The first pass of a compressed step with a kernel: favor+'s random matrix uploaded into a
- * temporary `work` buffer, then every summary's features and stabiliser written beside it.
- */
-async function summaryFeatures(
-  rec: Recording,
-  step: CompressedStep,
-  k: GpuTensor,
-): Promise<{ layout: FeatureLayout; work: GPUBuffer }> {
-  const [batch, headsKV, numBlocks, headDim] = k.shape;
-  const plan = featureMapPlan(step, headDim);
-  const layout = featureLayout(plan, batch * headsKV * numBlocks);
-  const work = rec.buffer(layout.words * 4, "tessera compressed's summary features");
-  rec.temps.push(work);
-  if (plan.matrix) {
-    const w = plan.matrix;
-    rec.plan.ctx.device.queue.writeBuffer(
-      work,
-      layout.w * 4,
-      w.buffer as ArrayBuffer,
-      w.byteOffset,
-      w.byteLength,
-    );
-  }
-  const code = emitSummaryFeatures({ batch, headsKV, numBlocks, headDim }, layout);
-  await rec.dispatch(code, 'compressed summary features', batch * headsKV * numBlocks, [
-    k.buffer,
-    work,
-  ]);
-  return { layout, work };
 }
 
 export async function recordStep(
