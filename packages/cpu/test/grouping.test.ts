@@ -104,6 +104,21 @@ function average(h: number, keys: number[], weight: (j: number) => number) {
   return { out, lse: Math.log(z) };
 }
 
+/** Softmax attention of query (h, i) over the keys j of its KV head hk that `sees` keeps. */
+function softmaxOver(
+  h: number,
+  i: number,
+  scale: number,
+  sees: (hk: number, j: number) => boolean,
+) {
+  const hk = Math.floor(h / (H / HK));
+  const keys = [...Array(N).keys()].filter((j) => sees(hk, j));
+  const s = keys.map((j) => scale * dot(at(q, h, i), at(k, hk, j)));
+  const m = Math.max(...s);
+  const r = average(h, keys, (j) => Math.exp((s[keys.indexOf(j)] as number) - m));
+  return { out: r.out, lse: r.lse + m };
+}
+
 function expectRows(
   o: Float32Array,
   l: Float32Array,
@@ -163,16 +178,13 @@ describe('cpu: group, grouped attend, subtract', () => {
         const empty = expectRows(
           outputs.o as Float32Array,
           outputs.l as Float32Array,
-          (h, i) => {
-            const hk = Math.floor(h / (H / HK));
-            const keys = [...Array(N).keys()].filter(
-              (j) => gk[hk]?.[j] === gq[h]?.[i] && (!causal || j <= i),
-            );
-            const s = keys.map((j) => sp.scale * dot(at(q, h, i), at(k, hk, j)));
-            const m = Math.max(...s);
-            const r = average(h, keys, (j) => Math.exp((s[keys.indexOf(j)] as number) - m));
-            return { out: r.out, lse: r.lse + m };
-          },
+          (h, i) =>
+            softmaxOver(
+              h,
+              i,
+              sp.scale,
+              (hk, j) => gk[hk]?.[j] === gq[h]?.[i] && (!causal || j <= i),
+            ),
           { out: 1e-5, lse: 1e-5 },
         );
         // Queries and keys are grouped separately, so some causal rows meet no key of their group.
@@ -210,16 +222,13 @@ describe('cpu: group, grouped attend, subtract', () => {
       const empty = expectRows(
         outputs.o as Float32Array,
         outputs.l as Float32Array,
-        (h, i) => {
-          const hk = Math.floor(h / (H / HK));
-          const keys = [...Array(N).keys()].filter(
-            (j) => gk[hk]?.[j] === gk[hk]?.[i] && (!causal || j <= i),
-          );
-          const s = keys.map((j) => sp.scale * dot(at(q, h, i), at(k, hk, j)));
-          const m = Math.max(...s);
-          const r = average(h, keys, (j) => Math.exp((s[keys.indexOf(j)] as number) - m));
-          return { out: r.out, lse: r.lse + m };
-        },
+        (h, i) =>
+          softmaxOver(
+            h,
+            i,
+            sp.scale,
+            (hk, j) => gk[hk]?.[j] === gk[hk]?.[i] && (!causal || j <= i),
+          ),
         { out: 1e-5, lse: 1e-5 },
       );
       expect(empty).toBe(0); // every token's own key is in its group
