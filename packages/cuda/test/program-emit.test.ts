@@ -1,7 +1,14 @@
 // The generated CUDA C++ of the program kernels, pinned by snapshots (deterministic, readable),
 // plus what the generator promises: shapes baked in, one thread/warp per item, the grid covering
 // the work. The kernels' behaviour is checked by program-emulate.test.ts.
-import { defineAttention, defineProgram, type SelectStep } from '@tessera/core';
+import {
+  defineAttention,
+  defineProgram,
+  maskMod,
+  type SelectStep,
+  scoreMod,
+  tensor,
+} from '@tessera/core';
 import { causal } from '@tessera/patterns';
 import { describe, expect, it } from 'vitest';
 import {
@@ -14,7 +21,12 @@ import {
   emitSubtract,
   PROGRAM_THREADS,
 } from '../src/program/emit.js';
-import { emitCompressed, emitExpandSelection, emitSelect } from '../src/program/emit-attention.js';
+import {
+  emitCompressed,
+  emitExpandSelection,
+  emitSelect,
+  emitSelectedRows,
+} from '../src/program/emit-attention.js';
 import {
   emitGroupedAttend,
   emitGroupRoute,
@@ -72,6 +84,23 @@ const grouped: GroupedAttendShape = {
   scale: 0.25,
   features: null,
 };
+
+// A mask and score modification reading captured tensors (document ids, ALiBi slopes).
+const docs = tensor(Int32Array.from({ length: 75 }, (_, i) => Math.floor(i / 20)));
+const slopes = tensor(Float32Array.from({ length: 4 }, (_, h) => 2 ** -(h + 1)));
+const captured = defineAttention({
+  batch: 2,
+  headsQ: 4,
+  headsKV: 2,
+  seqQ: 75,
+  headDim: 16,
+  headDimV: 40,
+  mask: maskMod(({ q, kv }) => docs.at(q).eq(docs.at(kv)).and(q.ge(kv)), { name: 'doc-causal' }),
+  scoreMod: scoreMod(({ score, h, q, kv }) => score.sub(slopes.at(h).mul(q.sub(kv).toFloat())), {
+    name: 'alibi',
+  }),
+});
+const noMask = defineAttention({ batch: 1, headsQ: 2, seqQ: 64, headDim: 8 });
 
 const kernels = {
   'pool (weighted)': emitPool([2, 4, 75, 16], 16, true),
@@ -137,6 +166,22 @@ const kernels = {
     true,
   ),
   'subtract (lse)': emitSubtract([2, 4, 75, 16], true),
+  'selected attend per row (8×8 blocks, causal)': emitSelectedRows(spec, {
+    blockQ: 8,
+    blockKV: 8,
+    batches: 2,
+    heads: 4,
+  }),
+  'selected attend per row (4×4 blocks, captured mask and score mod, DV 40)': emitSelectedRows(
+    captured,
+    { blockQ: 4, blockKV: 4, batches: 2, heads: 4 },
+  ),
+  'selected attend per row (16×16 blocks, no mask)': emitSelectedRows(noMask, {
+    blockQ: 16,
+    blockKV: 16,
+    batches: 1,
+    heads: 2,
+  }),
 };
 
 describe('program kernel sources', () => {
@@ -243,6 +288,46 @@ describe('program kernel sources', () => {
       'constexpr int PAST = 0;',
     );
     expect(() => emitExpandSelection({ rows: 8, blockKV: 48, seqKV: 128 }, 32)).toThrow(/split/);
+  });
+
+  it('selected attend per row: one warp per query row, with the spec mask and score pipeline baked in', () => {
+    const k = kernels['selected attend per row (8×8 blocks, causal)'];
+    expect(k.grid[0]).toBe(Math.ceil((2 * 4 * 75) / 8));
+    expect(k.source).toContain('constexpr int BQ = 8, BKV = 8, NQB = 10;');
+    expect(k.source).toContain('constexpr int LB = 2, LH = 4;');
+    expect(k.source).toContain('kv < SKV && tsr_mask(b, h, q, kv, p)');
+    expect(k.source).toContain('__device__ __forceinline__ bool tsr_mask(');
+    expect(k.source).toContain(`dot * ${String(Math.fround(0.25 * Math.LOG2E))}f`);
+    const c = kernels['selected attend per row (4×4 blocks, captured mask and score mod, DV 40)'];
+    expect(c.source).toContain('constexpr int VC = 2;');
+    expect(c.entry.params.map((f) => f.name)).toEqual([
+      'q',
+      'k',
+      'v',
+      'out',
+      'lse',
+      'sel_start',
+      'sel_blocks',
+      't0',
+      't1',
+    ]);
+    expect(c.source).toMatch(/p\.t0\[/);
+    expect(c.source).toMatch(/p\.t1\[/);
+    expect(c.source).toContain("// score modification 'alibi'");
+    const n = kernels['selected attend per row (16×16 blocks, no mask)'].source;
+    expect(n).not.toContain('tsr_mask');
+    expect(n).toContain('if (kv < SKV) {');
+    expect(() =>
+      emitSelectedRows(
+        defineAttention({ batch: 1, headsQ: 1, seqQ: 8, headDim: 8, dtype: 'bf16' }),
+        {
+          blockQ: 4,
+          blockKV: 4,
+          batches: 1,
+          heads: 1,
+        },
+      ),
+    ).toThrow(/f32/);
   });
 
   it('every program kernel compiles with nvcc -cubin for sm_80 and sm_90', async () => {

@@ -10,9 +10,14 @@ import {
   defineAttention,
   defineProgram,
   InputError,
+  type Mask,
+  maskMod,
   runProgram,
+  type ScoreMod,
   type Shape,
   type StepEnv,
+  scoreMod,
+  tensor,
   UnsupportedError,
 } from '@tessera/core';
 import { type CpuValue, createCpuBackend } from '@tessera/cpu';
@@ -356,10 +361,170 @@ describe('program ops on the emulated device vs cpu', () => {
     expect(r.peakBytes).toBeGreaterThan(inputBytes);
   }, 300_000);
 
-  it('throws UnsupportedError naming the step when the kernel cannot walk the selection blocks (16-key blocks on the CUDA-core path)', async () => {
-    const spec = defineAttention({ batch: 1, headsQ: 2, seqQ: 64, headDim: 8 });
+  // Selections whose key blocks the flash kernel cannot take (fewer than 32 keys, or not a multiple
+  // of 32) run the per-row kernel: select (on random block summaries) → attend(selection) vs the
+  // cpu reference, out and
+  // lse. Ragged sequences (the last block short), GQA 4/2, causal and not, blockQ ≠ blockKV, a
+  // mask that empties whole rows (earlier blocks: query block 0 has no candidate), a sliding
+  // window, and a captured-tensor mask + score modification (document ids, ALiBi slopes).
+  // Tolerance: |got − want| ≤ 2e-4·(1 + |want|); −∞ exactly.
+  const slopes = tensor(Float32Array.from({ length: 4 }, (_, h) => 2 ** -(h + 1)));
+  const docs = tensor(Int32Array.from({ length: 45 }, (_, i) => Math.floor(i / 13)));
+  const smallBlocks: {
+    name: string;
+    S: number;
+    bq: number;
+    bkv: number;
+    topK: number;
+    local: number;
+    H?: number;
+    HK?: number;
+    DV?: number;
+    mask?: Mask;
+    scoreMod?: ScoreMod;
+    /** Rows the mask leaves without a key in every selection (−∞ lse). */
+    empty?: number;
+  }[] = [
+    { name: '4×4, causal', S: 45, bq: 4, bkv: 4, topK: 3, local: 1, mask: causal() },
+    { name: '8×8, no mask', S: 45, bq: 8, bkv: 8, topK: 2, local: 0 },
+    { name: '8×8, causal, DV 40', S: 45, bq: 8, bkv: 8, topK: 3, local: 1, DV: 40, mask: causal() },
+    {
+      name: '8×4 (blockQ ≠ blockKV), causal',
+      S: 45,
+      bq: 8,
+      bkv: 4,
+      topK: 4,
+      local: 1,
+      mask: causal(),
+    },
+    { name: '4×8 (blockQ ≠ blockKV), no mask', S: 45, bq: 4, bkv: 8, topK: 2, local: 0 },
+    {
+      name: '16×48 (not a multiple of 32), causal',
+      S: 100,
+      bq: 16,
+      bkv: 48,
+      topK: 2,
+      local: 1,
+      mask: causal(),
+    },
+    { name: '16×16, no mask, MHA', S: 64, bq: 16, bkv: 16, topK: 1, local: 0, H: 2, HK: 2 },
+    {
+      name: '8×8, earlier blocks (empty first block)',
+      S: 45,
+      bq: 8,
+      bkv: 8,
+      topK: 2,
+      local: 0,
+      mask: maskMod(({ q, kv }) => kv.lt(q.div(8).mul(8)), { name: 'earlier-blocks(8)' }),
+      empty: 2 * 4 * 8,
+    },
+    {
+      name: '4×4, sliding window 6',
+      S: 45,
+      bq: 4,
+      bkv: 4,
+      topK: 2,
+      local: 1,
+      mask: maskMod(({ q, kv }) => q.ge(kv).and(q.sub(kv).lt(6)), { name: 'window-6' }),
+    },
+    {
+      name: '4×4, document-causal (captured ids) + ALiBi (captured slopes)',
+      S: 45,
+      bq: 4,
+      bkv: 4,
+      topK: 3,
+      local: 1,
+      mask: maskMod(({ q, kv }) => docs.at(q).eq(docs.at(kv)).and(q.ge(kv)), { name: 'doc' }),
+      scoreMod: scoreMod(
+        ({ score, h, q, kv }) => score.sub(slopes.at(h).mul(q.sub(kv).toFloat())),
+        {
+          name: 'alibi',
+        },
+      ),
+    },
+  ];
+  for (const c of smallBlocks) {
+    it.concurrent(`attend on a selection of ${c.name}${c.H === c.HK && c.H !== undefined ? '' : ', GQA 4/2'}, S=${c.S}: per-row kernel vs cpu`, async () => {
+      const [B, H, HK, N, D, DV] = [2, c.H ?? 4, c.HK ?? 2, c.S, 8, c.DV ?? 8];
+      const spec = defineAttention({
+        batch: B,
+        headsQ: H,
+        headsKV: HK,
+        seqQ: N,
+        headDim: D,
+        headDimV: DV,
+        ...(c.mask ? { mask: c.mask } : {}),
+        ...(c.scoreMod ? { scoreMod: c.scoreMod } : {}),
+      });
+      const program = defineProgram({
+        inputs: {
+          q: [B, H, N, D],
+          k: [B, HK, N, D],
+          v: [B, HK, N, DV],
+          qp: [B, H, Math.ceil(N / c.bq), D],
+          kp: [B, HK, Math.ceil(N / c.bkv), D],
+        },
+        steps: [
+          {
+            op: 'select',
+            out: 's',
+            q: 'qp',
+            k: 'kp',
+            spec,
+            blockQ: c.bq,
+            blockKV: c.bkv,
+            topK: c.topK,
+            local: c.local,
+          },
+          { op: 'attend', out: 'o', lse: 'l', spec, q: 'q', k: 'k', v: 'v', selection: 's' },
+        ],
+        outputs: ['o', 'l'],
+      });
+      const inputs = {
+        q: seeded(B * H * N * D, 61, 2),
+        k: seeded(B * HK * N * D, 62, 2),
+        v: seeded(B * HK * N * DV, 63),
+        qp: seeded(B * H * Math.ceil(N / c.bq) * D, 64),
+        kp: seeded(B * HK * Math.ceil(N / c.bkv) * D, 65),
+      };
+      const got = await runProgram(cuda, program, inputs);
+      const want = await runProgram(cpu, program, inputs);
+      const [o, l, wo, wl] = [got.outputs.o, got.outputs.l, want.outputs.o, want.outputs.l].map(
+        (x) => x as Float32Array,
+      ) as [Float32Array, Float32Array, Float32Array, Float32Array];
+      expect(o.length).toBe(B * H * N * DV);
+      let empty = 0;
+      for (let r = 0; r < B * H * N; r++) {
+        const w = wl[r] as number;
+        if (w === -Infinity) empty++;
+        if (w === -Infinity || l[r] === -Infinity) expect(l[r]).toBe(w);
+        else expect(Math.abs((l[r] as number) - w)).toBeLessThanOrEqual(2e-4 * (1 + Math.abs(w)));
+      }
+      for (let i = 0; i < wo.length; i++) {
+        const w = wo[i] as number;
+        expect(Math.abs((o[i] as number) - w)).toBeLessThanOrEqual(2e-4 * (1 + Math.abs(w)));
+      }
+      expect(empty).toBe(c.empty ?? 0);
+      // The selection leaves keys out: the result differs from attending to every key.
+      const dense = defineProgram({
+        inputs: {
+          q: program.inputs.q as Shape,
+          k: program.inputs.k as Shape,
+          v: program.inputs.v as Shape,
+        },
+        steps: [{ op: 'attend', out: 'o', lse: 'l', spec, q: 'q', k: 'k', v: 'v' }],
+        outputs: ['l'],
+      });
+      const { q, k, v } = inputs;
+      const all = (await runProgram(cpu, dense, { q, k, v })).outputs.l as Float32Array;
+      expect(all.some((x, r) => Math.abs(x - (wl[r] as number)) > 1e-3)).toBe(true);
+    }, 300_000);
+  }
+
+  it('refuses a 16-bit spec on a selection of 8-key blocks (UnsupportedError naming the dtype)', async () => {
+    const spec = defineAttention({ batch: 1, headsQ: 2, seqQ: 64, headDim: 8, dtype: 'bf16' });
     const program = defineProgram({
-      inputs: { q: [1, 2, 64, 8], k: [1, 2, 64, 8], qp: [1, 2, 4, 8], kp: [1, 2, 4, 8] },
+      inputs: { q: [1, 2, 64, 8], k: [1, 2, 64, 8], qp: [1, 2, 8, 8], kp: [1, 2, 8, 8] },
       steps: [
         {
           op: 'select',
@@ -367,9 +532,9 @@ describe('program ops on the emulated device vs cpu', () => {
           q: 'qp',
           k: 'kp',
           spec,
-          blockQ: 16,
-          blockKV: 16,
-          topK: 1,
+          blockQ: 8,
+          blockKV: 8,
+          topK: 2,
           local: 0,
         },
         { op: 'attend', out: 'o', spec, q: 'q', k: 'k', v: 'k', selection: 's' },
@@ -384,7 +549,7 @@ describe('program ops on the emulated device vs cpu', () => {
     );
     await expect(runProgram(cuda, program, inputs)).rejects.toThrow(UnsupportedError);
     await expect(runProgram(cuda, program, inputs)).rejects.toThrow(
-      /attend 'o' cannot walk selection 's' \(blocks 16×16\)/,
+      /attend 'o' cannot walk selection 's' \(blocks 8×8\).*f32 specs only \(got dtype 'bf16'\)/,
     );
   }, 300_000);
 });

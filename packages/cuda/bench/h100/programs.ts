@@ -1,10 +1,10 @@
 // Attention programs on the CUDA backend against the cpu reference: every step alone and whole
 // programs (pool → select → attend with the selection + compressed excluding it → merge; gate),
 // with GQA, ragged blocks, causal (with fully masked rows) and not, f32 and bf16; f32 attend on
-// 64×64 selections; compressed with feature maps and skipOwnBlock; content grouping (group →
-// grouped attend, softmax and feature maps; subtract; a Linearized-Grouped-Attention-like
-// program). Run on a GPU by
-// `run.mjs --programs`; test/program-emulate.test.ts runs the small size on the emulated device.
+// 64×64 selections and on 8×8 ones (the per-row kernel); compressed with feature maps and
+// skipOwnBlock; content grouping (group → grouped attend, softmax and feature maps; subtract; a
+// Linearized-Grouped-Attention-like program). Run on a GPU by `run.mjs --programs`;
+// test/program-emulate.test.ts runs the small size on the emulated device.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -70,6 +70,9 @@ interface Size {
   readonly blocks: Readonly<Record<'f32' | 'bf16', { bq: number; bkv: number; topK: number }>>;
   /** bf16 head dim (the emulated device has no tensor cores: a dim the mma path cannot take). */
   readonly D16: number;
+  /** Top-k and forced local blocks of the f32 8×8-selection case (the per-row kernel). */
+  readonly topK8: number;
+  readonly local8: number;
   /** Key counts of the f32 64×64-selection cases, and their top-k. */
   readonly seqs64: readonly number[];
   readonly topK64: number;
@@ -92,6 +95,8 @@ const SIZES: Record<'small' | 'device', Size> = {
     D: 16,
     D16: 20,
     blocks: { f32: { bq: 16, bkv: 32, topK: 2 }, bf16: { bq: 16, bkv: 32, topK: 2 } },
+    topK8: 3,
+    local8: 1,
     seqs64: [75, 96],
     topK64: 1,
     local64: 0,
@@ -109,6 +114,8 @@ const SIZES: Record<'small' | 'device', Size> = {
     D: 64,
     D16: 64,
     blocks: { f32: { bq: 32, bkv: 32, topK: 6 }, bf16: { bq: 64, bkv: 64, topK: 4 } },
+    topK8: 16,
+    local8: 2,
     seqs64: [1000, 992],
     topK64: 4,
     local64: 1,
@@ -318,6 +325,7 @@ export function programCases(size: 'small' | 'device'): ProgramCase[] {
     }
   }
   selectionsOf64(make, z);
+  selectionsOfSmallBlocks(make, z);
   featureCompressed(make, z);
   const linear = defineAttention({
     batch: B,
@@ -417,6 +425,71 @@ function selectionsOf64(make: Make, z: Size): void {
       );
     }
   }
+}
+
+/**
+ * f32 attend on a selection of 8×8 blocks (the standard systems' blocks at short sequences), which
+ * the flash kernel cannot walk (the CUDA-core one takes 32-key blocks): the per-row kernel walks
+ * it. Causal with empty rows, GQA, ragged (S not a multiple of 8); select → attend(selection),
+ * merged with compressed(exclude) over the 8-key summaries.
+ */
+function selectionsOfSmallBlocks(make: Make, z: Size): void {
+  const { B, H, HK, S, D } = z;
+  const spec = defineAttention({
+    batch: B,
+    headsQ: H,
+    headsKV: HK,
+    seqQ: S,
+    headDim: D,
+    mask: causalGaps,
+  });
+  make(
+    `attend(selection of 8×8 blocks, per-row kernel) + compressed(exclude) → merge (f32, S=${S}, causal with empty rows, GQA ${H}/${HK}, top ${z.topK8})`,
+    { q: [B, H, S, D], k: [B, HK, S, D], v: [B, HK, S, D] },
+    [
+      { op: 'pool', out: 'qp', x: 'q', block: 8 },
+      { op: 'pool', out: 'kp', x: 'k', block: 8 },
+      { op: 'pool', out: 'vp', x: 'v', block: 8 },
+      {
+        op: 'select',
+        out: 'sel',
+        q: 'qp',
+        k: 'kp',
+        spec,
+        blockQ: 8,
+        blockKV: 8,
+        topK: z.topK8,
+        local: z.local8,
+      },
+      { op: 'attend', out: 'o1', lse: 'l1', spec, q: 'q', k: 'k', v: 'v', selection: 'sel' },
+      {
+        op: 'compressed',
+        out: 'o2',
+        lse: 'l2',
+        q: 'q',
+        k: 'kp',
+        v: 'vp',
+        block: 8,
+        seqKV: S,
+        causal: true,
+        scale: spec.scale,
+        selection: 'sel',
+        selectionMode: 'exclude',
+      },
+      {
+        op: 'merge',
+        out: 'o',
+        lse: 'l',
+        branches: [
+          { out: 'o1', lse: 'l1' },
+          { out: 'o2', lse: 'l2' },
+        ],
+      },
+    ],
+    ['o1', 'l1', 'o', 'l'],
+    2e-4,
+    { q: 2, k: 2 },
+  );
 }
 
 /**

@@ -1,10 +1,12 @@
 /**
  * CUDA C++ for the program steps that pick or attend to blocks: `select` (top-k blocks by q·k,
- * written as the entries of a CSR block layout the flash kernels walk) and `compressed` (softmax
- * over block summaries). One warp per row in both.
+ * written as the entries of a CSR block layout the flash kernels walk), `compressed` (softmax
+ * over block summaries) and the per-row selected attend (for key blocks the flash kernel cannot
+ * take). One warp per row.
  */
-import type { CompressedStep, SelectStep } from '@tessera/core';
-import { floatLiteral } from '../expr-cuda.js';
+import type { AttentionSpec, CompressedStep, SelectStep } from '@tessera/core';
+import { capturedFields, scoreFunctions } from '../emit/common.js';
+import { exprPrelude, floatLiteral } from '../expr-cuda.js';
 import { PROGRAM_THREADS, type ProgramKernel, programKernel, ptr } from './emit.js';
 
 const WARPS = 8; // rows per 256-thread block
@@ -280,5 +282,128 @@ ${step.lse !== undefined ? '  if (lane == 0) p.lse[row] = l > 0.f ? m + logf(l) 
     body,
     rows,
     32,
+  );
+}
+
+/** The selection a per-row selected attend walks: its blocks and the slices its layout has. */
+export interface RowSelectionShape {
+  readonly blockQ: number;
+  readonly blockKV: number;
+  readonly batches: number;
+  readonly heads: number;
+}
+
+/** Most value columns a per-row selected attend accumulates in registers. */
+export const SELECTED_ROWS_MAX_COLUMNS = 1024;
+
+/**
+ * Selected attend, one warp per query row (b, h, q), for selections whose key blocks the flash
+ * kernel cannot take (fewer than 32 keys, or not a multiple of 32). The row reads its query
+ * block's CSR row (`sel_start` / `sel_blocks`, ⌊q / BQ⌋) and walks the key slots of its blocks in
+ * order, 32 at a time: lane t takes slot s, key kv = blocks[s / BKV]·BKV + s % BKV, kept when
+ * kv < SKV and the spec's mask allows (b, h, q, kv); its logit is the spec's score pipeline
+ * (tsr_logit2: scale, score modification, base 2; the flash kernels' device functions). The warp
+ * folds each chunk into an online softmax (max and sum by shuffles); each lane accumulates output
+ * columns lane, lane + 32, ..., the chunk's weights and keys broadcast by shuffles. f32 in and
+ * out; lse = ln Σ exp. A row with no visible key gives 0 and −∞.
+ */
+export function emitSelectedRows(
+  spec: AttentionSpec,
+  sel: RowSelectionShape,
+  kernelName = 'tsr_selected_rows',
+): ProgramKernel {
+  if (spec.dtype !== 'f32' || spec.layout !== 'bhsd' || spec.kernel.type !== 'softmax')
+    throw new Error('selected rows: f32 softmax specs in bhsd only');
+  const { batch: B, headsQ: H, seqQ: N, headDimV: DV } = spec;
+  const rows = B * H * N;
+  const masked = spec.mask !== null;
+  const body = `  const long long row = (long long)blockIdx.x * WARPS + (threadIdx.x >> 5);  // (b, h, q)
+  if (row >= ROWS) return;  // whole warps leave together
+  const int lane = threadIdx.x & 31;
+  const int q = (int)(row % SQ), h = (int)((row / SQ) % HQ), b = (int)(row / ((long long)SQ * HQ));
+  const long long kvRow = (long long)(b * HKV + h / GROUP) * SKV;  // first key row of the KV head
+  const float* qr = p.q + row * D;
+  const float* kb = p.k + kvRow * D;
+  const float* vb = p.v + kvRow * DV;
+  const int srow = ((LB == 1 ? 0 : b) * LH + (LH == 1 ? 0 : h)) * NQB + q / BQ;
+  const int e0 = p.sel_start[srow];
+  const int slots = (p.sel_start[srow + 1] - e0) * BKV;  // key slots of the row's blocks
+  const int* blocks = p.sel_blocks + e0;
+  float m = TSR_NEG_INF, l = 0.f, acc[VC];  // m, l in base 2
+  #pragma unroll
+  for (int c = 0; c < VC; ++c) acc[c] = 0.f;
+  for (int s0 = 0; s0 < slots; s0 += 32) {
+    const int s = s0 + lane;
+    const int kv = s < slots ? blocks[s / BKV] * BKV + s % BKV : SKV;
+    float x = TSR_NEG_INF;
+    if (kv < SKV${masked ? ' && tsr_mask(b, h, q, kv, p)' : ''}) {
+      const float* kr = kb + (long long)kv * D;
+      float dot = 0.f;
+      for (int d = 0; d < D; ++d) dot = fmaf(qr[d], kr[d], dot);
+      x = tsr_logit2(dot, b, h, q, kv, p);
+    }
+    float cm = x;
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, o));
+    if (cm == TSR_NEG_INF) continue;  // no visible key in this chunk (the same on every lane)
+    const float mn = fmaxf(m, cm);
+    const float alpha = exp2f(m - mn);  // m = -inf at first: 0
+    const float pr = exp2f(x - mn);     // hidden keys: 0
+    float cs = pr;
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) cs += __shfl_xor_sync(0xffffffffu, cs, o);
+    l = fmaf(l, alpha, cs);
+    m = mn;
+    #pragma unroll
+    for (int c = 0; c < VC; ++c) acc[c] *= alpha;
+    const int n = min(32, slots - s0);
+    for (int t = 0; t < n; ++t) {
+      const float pt = __shfl_sync(0xffffffffu, pr, t);
+      const int kt = __shfl_sync(0xffffffffu, kv, t);
+      if (pt == 0.f) continue;  // a hidden key (the same on every lane)
+      const float* vr = vb + (long long)kt * DV;
+      #pragma unroll
+      for (int c = 0; c < VC; ++c) if (c * 32 + lane < DV) acc[c] = fmaf(pt, vr[c * 32 + lane], acc[c]);
+    }
+  }
+  const bool some = l > 0.f;
+  const float inv = some ? 1.f / l : 0.f;
+  #pragma unroll
+  for (int c = 0; c < VC; ++c)
+    if (c * 32 + lane < DV) p.out[row * DV + c * 32 + lane] = acc[c] * inv;
+  if (lane == 0) p.lse[row] = some ? (m + log2f(l)) * TSR_LN2 : TSR_NEG_INF;`;
+  const extra = `#define TSR_LOG2E 1.4426950408889634f
+#define TSR_LN2 0.6931471805599453f
+// mask: ${spec.mask?.name ?? 'none'}; score mod: ${spec.scoreMod?.name ?? 'none'}
+${exprPrelude()}
+
+${scoreFunctions(spec, 'TsrParams')}
+`;
+  return programKernel(
+    `selected attend, one warp per row (${sel.blockQ}×${sel.blockKV} blocks)`,
+    kernelName,
+    [
+      ptr('q'),
+      ptr('k'),
+      ptr('v'),
+      ptr('out', 'float*'),
+      ptr('lse', 'float*'),
+      ptr('sel_start', 'const int*'),
+      ptr('sel_blocks', 'const int*'),
+      ...capturedFields(spec),
+    ],
+    [
+      `constexpr int WARPS = ${WARPS};`,
+      `constexpr int BATCH = ${B}, HQ = ${H}, HKV = ${spec.headsKV}, GROUP = ${H / spec.headsKV};`,
+      `constexpr int SQ = ${N}, SKV = ${spec.seqKV}, D = ${spec.headDim}, DV = ${DV};`,
+      `constexpr int VC = ${Math.ceil(DV / 32)};  // output columns per lane`,
+      `constexpr int BQ = ${sel.blockQ}, BKV = ${sel.blockKV}, NQB = ${Math.ceil(N / sel.blockQ)};`,
+      `constexpr int LB = ${sel.batches}, LH = ${sel.heads};  // slices of the selection's layout`,
+      `constexpr long long ROWS = ${rows}LL;`,
+    ],
+    body,
+    rows,
+    32,
+    extra,
   );
 }

@@ -39,7 +39,13 @@ import {
   PROGRAM_THREADS,
   type ProgramKernel,
 } from './emit.js';
-import { emitCompressed, emitExpandSelection, emitSelect } from './emit-attention.js';
+import {
+  emitCompressed,
+  emitExpandSelection,
+  emitSelect,
+  emitSelectedRows,
+  SELECTED_ROWS_MAX_COLUMNS,
+} from './emit-attention.js';
 import {
   emitGroupedAttend,
   emitGroupRoute,
@@ -492,6 +498,8 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
     const { spec } = step;
     const inputs = [step.q, step.k, step.v].map((n) => this.tensor(env, n));
     const sel = step.selection === undefined ? null : this.selection(env, step.selection);
+    const walk = sel === null ? null : selectedWalk(step, sel);
+    if (sel && walk === 'rows') return this.attendRows(step, sel, env);
     const sizes = tensorSizes(spec);
     const half = spec.dtype === 'f32' ? null : spec.dtype;
     const temps: DeviceBuffer[] = [];
@@ -518,7 +526,8 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
         outPtr = h.ptr;
       }
       const [q, k, v] = ptrs as [bigint, bigint, bigint];
-      if (sel) await this.attendSelected(step, sel, q, k, v, outPtr, lse.ptr);
+      if (sel && walk && walk !== 'rows')
+        await this.attendSelected(step, sel, walk, q, k, v, outPtr, lse.ptr);
       else (await this.backend.prepare(spec)).launch(q, k, v, outPtr, lse.ptr);
       if (half)
         await this.launch(emitConvert(half, sizes.out, false), {
@@ -548,6 +557,7 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
   private async attendSelected(
     step: AttendStep,
     sel: CudaSelectionValue,
+    flash: { module: CudaModuleSource; blockKV: number },
     q: bigint,
     k: bigint,
     v: bigint,
@@ -555,7 +565,7 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
     lse: bigint,
   ): Promise<void> {
     const { spec } = step;
-    const { module, blockKV } = selectedModule(step, sel);
+    const { module, blockKV } = flash;
     if (spec.batch > 65535 || spec.headsQ > 65535)
       throw new UnsupportedError(
         `cuda: batch and headsQ must be at most 65535 (got ${spec.batch}, ${spec.headsQ})`,
@@ -608,6 +618,64 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
       // Later work on the default stream is ordered after this launch, so reuse is safe.
       for (const t of temps) t.release();
     }
+  }
+
+  /**
+   * Selected attend for key blocks the flash kernel cannot take (fewer than 32 keys, or not a
+   * multiple of 32): one warp per query row walks its query block's selected blocks on the device
+   * (emitSelectedRows), with the spec's mask and score pipeline. f32 specs (selectedWalk checks).
+   */
+  private async attendRows(
+    step: AttendStep,
+    sel: CudaSelectionValue,
+    env: StepEnv<CudaValue>,
+  ): Promise<Record<string, CudaValue>> {
+    const { spec } = step;
+    if (spec.headDimV > SELECTED_ROWS_MAX_COLUMNS)
+      throw new UnsupportedError(
+        `cuda: attend '${step.out}' on selection '${step.selection}' (blocks ${sel.layout.blockQ}×${sel.layout.blockKV}) takes at most ${SELECTED_ROWS_MAX_COLUMNS} value columns (got ${spec.headDimV})`,
+      );
+    if (spec.batch > 65535 || spec.headsQ > 65535)
+      throw new UnsupportedError(
+        `cuda: batch and headsQ must be at most 65535 (got ${spec.batch}, ${spec.headsQ})`,
+      );
+    const [q, k, v] = [step.q, step.k, step.v].map((n) => this.tensor(env, n)) as [
+      CudaTensorValue,
+      CudaTensorValue,
+      CudaTensorValue,
+    ];
+    const { blockQ, blockKV, batches, heads } = sel.layout;
+    const kernel = emitSelectedRows(spec, { blockQ, blockKV, batches, heads });
+    const captured = await this.capturedOf(spec);
+    const out = this.output(env, step.out);
+    const lse =
+      step.lse !== undefined
+        ? this.output(env, step.lse)
+        : { buffer: this.alloc(4 * spec.batch * spec.headsQ * spec.seqQ) };
+    try {
+      const values: Record<string, bigint> = {
+        q: q.buffer.ptr,
+        k: k.buffer.ptr,
+        v: v.buffer.ptr,
+        out: out.buffer.ptr,
+        lse: lse.buffer.ptr,
+        sel_start: sel.rowStart.ptr,
+        sel_blocks: sel.kvBlocks.ptr,
+      };
+      captured.forEach((b, i) => {
+        values[`t${i}`] = b.ptr;
+      });
+      await this.launch(kernel, values);
+    } catch (e) {
+      out.buffer.release();
+      lse.buffer.release();
+      throw e;
+    }
+    if (step.lse === undefined) {
+      lse.buffer.release(); // ordered after the launch on the default stream
+      return { [step.out]: out };
+    }
+    return { [step.out]: out, [step.lse]: lse as CudaTensorValue };
   }
 
   /**
@@ -759,6 +827,26 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
         0n,
         params,
       ),
+    );
+  }
+}
+
+/**
+ * How an attend walks `sel`: a flash module (selectedModule) when one takes the selection's blocks,
+ * else, for f32 specs, the per-row kernel ('rows'); a 16-bit spec on such blocks is refused with
+ * an UnsupportedError naming the dtype.
+ */
+function selectedWalk(
+  step: AttendStep,
+  sel: CudaSelectionValue,
+): { module: CudaModuleSource; blockKV: number } | 'rows' {
+  try {
+    return selectedModule(step, sel);
+  } catch (e) {
+    if (!(e instanceof UnsupportedError)) throw e;
+    if (step.spec.dtype === 'f32') return 'rows';
+    throw new UnsupportedError(
+      `${e.message}; the per-row kernel for such blocks runs f32 specs only (got dtype '${step.spec.dtype}')`,
     );
   }
 }
