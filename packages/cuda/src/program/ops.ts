@@ -422,9 +422,7 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
         `cuda: grouped attend '${step.out}' takes at most ${GROUPED_MAX_COLUMNS} value columns (got ${spec.headDimV})`,
       );
     const temps: DeviceBuffer[] = [];
-    const out = this.output(env, step.out);
-    const lse = step.lse !== undefined ? this.output(env, step.lse) : null;
-    try {
+    return this.withOutputs(env, step, temps, async (outputs) => {
       const inputs: Record<string, bigint> = linear
         ? await this.features.writeFor(spec, `attend '${step.out}'`, q, k, temps)
         : { q: q.buffer.ptr, k: k.buffer.ptr };
@@ -445,24 +443,16 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
           features,
           ...(spec.kernel.type === 'linear' ? { featureMap: spec.kernel.featureMap } : {}),
         },
-        lse !== null,
+        step.lse !== undefined,
       );
       await this.launch(kernel, {
         ...inputs,
         v: v.buffer.ptr,
         rank_q: gq.rank.ptr,
         order_kv: gk.order.ptr,
-        out: out.buffer.ptr,
-        ...(lse ? { lse: lse.buffer.ptr } : {}),
+        ...outputs,
       });
-    } catch (e) {
-      out.buffer.release();
-      lse?.buffer.release();
-      throw e;
-    } finally {
-      for (const t of temps) t.release(); // ordered after the launch on the default stream
-    }
-    return { [step.out]: out, ...(lse && step.lse ? { [step.lse]: lse } : {}) };
+    });
   }
 
   private async subtract(
@@ -475,20 +465,12 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
       op: this.tensor(env, step.part.out).buffer.ptr,
       lp: this.tensor(env, step.part.lse).buffer.ptr,
     };
-    const out = this.output(env, step.out);
-    const lse = step.lse !== undefined ? this.output(env, step.lse) : null;
-    try {
-      await this.launch(emitSubtract(out.shape, lse !== null), {
+    return this.withOutputs(env, step, [], (outputs) =>
+      this.launch(emitSubtract(env.shape(step.out), step.lse !== undefined), {
         ...values,
-        out: out.buffer.ptr,
-        ...(lse ? { lse: lse.buffer.ptr } : {}),
-      });
-    } catch (e) {
-      out.buffer.release();
-      lse?.buffer.release();
-      throw e;
-    }
-    return { [step.out]: out, ...(lse && step.lse ? { [step.lse]: lse } : {}) };
+        ...outputs,
+      }),
+    );
   }
 
   private async attend(
@@ -727,9 +709,7 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
     const v = this.tensor(env, step.v);
     const sel = step.selection === undefined ? null : this.selection(env, step.selection);
     const temps: DeviceBuffer[] = [];
-    const out = this.output(env, step.out);
-    const lse = step.lse !== undefined ? this.output(env, step.lse) : null;
-    try {
+    return this.withOutputs(env, step, temps, async (outputs) => {
       const inputs: Record<string, bigint> = step.kernel
         ? await this.features.write(step, q, k, temps)
         : { q: q.buffer.ptr, k: k.buffer.ptr };
@@ -751,17 +731,9 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
         ...inputs,
         v: v.buffer.ptr,
         ...(sel ? { sel_start: sel.rowStart.ptr, sel_blocks: sel.kvBlocks.ptr } : {}),
-        out: out.buffer.ptr,
-        ...(lse ? { lse: lse.buffer.ptr } : {}),
+        ...outputs,
       });
-    } catch (e) {
-      out.buffer.release();
-      lse?.buffer.release();
-      throw e;
-    } finally {
-      for (const t of temps) t.release(); // ordered after the launch on the default stream
-    }
-    return { [step.out]: out, ...(lse && step.lse ? { [step.lse]: lse } : {}) };
+    });
   }
 
   // ------------------------------------------------------------------ helpers
@@ -790,6 +762,31 @@ export class CudaProgramOps implements ProgramOps<CudaValue> {
   }
 
   /** A new f32 tensor for `name` (its shape from the program). */
+  /**
+   * Allocates a step's `out` (and `lse` when it names one), runs `launch` with their pointers,
+   * and returns them; on failure frees them. `temps` are freed either way, after the launch on
+   * the default stream.
+   */
+  private async withOutputs(
+    env: StepEnv<CudaValue>,
+    step: { readonly out: string; readonly lse?: string },
+    temps: DeviceBuffer[],
+    launch: (ptrs: Record<string, bigint>) => Promise<void>,
+  ): Promise<Record<string, CudaValue>> {
+    const out = this.output(env, step.out);
+    const lse = step.lse !== undefined ? this.output(env, step.lse) : null;
+    try {
+      await launch({ out: out.buffer.ptr, ...(lse ? { lse: lse.buffer.ptr } : {}) });
+    } catch (e) {
+      out.buffer.release();
+      lse?.buffer.release();
+      throw e;
+    } finally {
+      for (const t of temps) t.release();
+    }
+    return { [step.out]: out, ...(lse && step.lse ? { [step.lse]: lse } : {}) };
+  }
+
   private output(env: StepEnv<CudaValue>, name: string): CudaTensorValue {
     const shape = env.shape(name);
     return { kind: 'tensor', shape, buffer: this.alloc(4 * elements(shape)) };
