@@ -110,6 +110,7 @@ export {
   type GateStep,
   type GroupStep,
   type MergeStep,
+  nearestCentroid,
   type PoolStep,
   type Program,
   type ProgramConfig,

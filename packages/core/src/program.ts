@@ -108,6 +108,33 @@ export interface GroupStep {
 }
 
 /**
+ * The `group` step's routing rule for one row: the cluster c whose centroid (row c of the
+ * `clusters × cols` block at `cOff`) has the largest dot product with the row at `xOff`; ties go
+ * to the lower c. Summed in f64 here (host-side references and fitting use this).
+ */
+export function nearestCentroid(
+  x: ArrayLike<number>,
+  xOff: number,
+  centroids: ArrayLike<number>,
+  cOff: number,
+  clusters: number,
+  cols: number,
+): number {
+  let best = 0;
+  let bestScore = Number.NEGATIVE_INFINITY;
+  for (let c = 0; c < clusters; c++) {
+    let s = 0;
+    for (let d = 0; d < cols; d++)
+      s += (x[xOff + d] as number) * (centroids[cOff + c * cols + d] as number);
+    if (s > bestScore) {
+      bestScore = s;
+      best = c;
+    }
+  }
+  return best;
+}
+
+/**
  * Runs `spec` (softmax or linear kernel) on `q`, `k`, `v`, whose shapes must be the spec's in
  * 'bhsd' order. With `selection` (made by a `select` step for this spec), only the selected KV
  * blocks are visited; the spec's mask still applies inside them. `lse`: `[batch, headsQ, seqQ, 1]`.

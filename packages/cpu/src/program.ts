@@ -17,6 +17,7 @@ import {
   type GroupStep,
   layoutSlice,
   type MergeStep,
+  nearestCentroid,
   type PoolStep,
   type ProgramOps,
   type ProgramStep,
@@ -52,6 +53,18 @@ function dataOf(env: StepEnv<CpuValue>, name: string): Float32Array {
   const v = env.get(name);
   if (v.kind !== 'tensor') throw new UnsupportedError(`'${name}' is a selection, not a tensor`);
   return v.data;
+}
+
+/** A step's `out` tensor, plus its `lse` when the step names one. */
+function withLse(
+  env: StepEnv<CpuValue>,
+  step: { readonly out: string; readonly lse?: string },
+  out: Float32Array,
+  lse: Float32Array,
+): Record<string, CpuValue> {
+  const res: Record<string, CpuValue> = { [step.out]: tensor(env.shape(step.out), out) };
+  if (step.lse !== undefined) res[step.lse] = tensor(env.shape(step.lse), lse);
+  return res;
 }
 
 function groupingOf(env: StepEnv<CpuValue>, name: string): Grouping {
@@ -263,20 +276,8 @@ function group(step: GroupStep, env: StepEnv<CpuValue>): Grouping {
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < H; h++) {
       const base = (b * H + h) * N;
-      for (let t = 0; t < N; t++) {
-        let best = 0;
-        let bestScore = Number.NEGATIVE_INFINITY;
-        for (let ci = 0; ci < C; ci++) {
-          let sc = 0;
-          for (let d = 0; d < D; d++)
-            sc += (x[(base + t) * D + d] as number) * (c[(h * C + ci) * D + d] as number);
-          if (sc > bestScore) {
-            bestScore = sc;
-            best = ci;
-          }
-        }
-        cluster[t] = best;
-      }
+      for (let t = 0; t < N; t++)
+        cluster[t] = nearestCentroid(x, (base + t) * D, c, h * C * D, C, D);
       // Counting sort by cluster, stable in t.
       const start = new Int32Array(C + 1);
       for (let t = 0; t < N; t++) start[(cluster[t] as number) + 1]++;
@@ -374,9 +375,7 @@ function attendGrouped(step: AttendStep, env: StepEnv<CpuValue>): Record<string,
       }
     }
   }
-  const res: Record<string, CpuValue> = { [step.out]: tensor(env.shape(step.out), out) };
-  if (step.lse !== undefined) res[step.lse] = tensor(env.shape(step.lse), lse);
-  return res;
+  return withLse(env, step, out, lse);
 }
 
 function attend(step: AttendStep, env: StepEnv<CpuValue>): Record<string, CpuValue> {
@@ -384,9 +383,7 @@ function attend(step: AttendStep, env: StepEnv<CpuValue>): Record<string, CpuVal
   const inputs = { q: dataOf(env, step.q), k: dataOf(env, step.k), v: dataOf(env, step.v) };
   const sel = step.selection === undefined ? null : layoutOf(env, step.selection);
   const res = attendCpu(spec, inputs, 'tiled', (s) => sel ?? blockLayout(s));
-  const out: Record<string, CpuValue> = { [step.out]: tensor(env.shape(step.out), res.out) };
-  if (step.lse !== undefined) out[step.lse] = tensor(env.shape(step.lse), res.lse);
-  return out;
+  return withLse(env, step, res.out, res.lse);
 }
 
 function compressed(step: CompressedStep, env: StepEnv<CpuValue>): Record<string, CpuValue> {
@@ -469,9 +466,7 @@ function compressed(step: CompressedStep, env: StepEnv<CpuValue>): Record<string
       }
     }
   }
-  const res: Record<string, CpuValue> = { [step.out]: tensor(env.shape(step.out), out) };
-  if (step.lse !== undefined) res[step.lse] = tensor(env.shape(step.lse), lse);
-  return res;
+  return withLse(env, step, out, lse);
 }
 
 const featureCache = new WeakMap<CompressedStep, LinearKernel>();
@@ -521,9 +516,7 @@ function merge(step: MergeStep, env: StepEnv<CpuValue>): Record<string, CpuValue
     }
     lse[r] = m + Math.log(sum);
   }
-  const res: Record<string, CpuValue> = { [step.out]: tensor(shape, out) };
-  if (step.lse !== undefined) res[step.lse] = tensor(env.shape(step.lse), lse);
-  return res;
+  return withLse(env, step, out, lse);
 }
 
 function subtract(step: SubtractStep, env: StepEnv<CpuValue>): Record<string, CpuValue> {
@@ -545,9 +538,7 @@ function subtract(step: SubtractStep, env: StepEnv<CpuValue>): Record<string, Cp
       out[r * DV + d] = ((ow[r * DV + d] as number) - t * (op[r * DV + d] as number)) / (1 - t);
     lse[r] = (lw[r] as number) + Math.log1p(-t);
   }
-  const res: Record<string, CpuValue> = { [step.out]: tensor(shape, out) };
-  if (step.lse !== undefined) res[step.lse] = tensor(env.shape(step.lse), lse);
-  return res;
+  return withLse(env, step, out, lse);
 }
 
 function gate(step: GateStep, env: StepEnv<CpuValue>): CpuValue {

@@ -6,6 +6,7 @@ import {
   InputError,
   type KernelConfig,
   type Mask,
+  nearestCentroid,
   type Program,
   type ProgramBackend,
   type ProgramInput,
@@ -257,16 +258,7 @@ export function fitCentroids(
       sum.fill(0);
       count.fill(0);
       for (const r of rows) {
-        let best = 0;
-        let bestScore = Number.NEGATIVE_INFINITY;
-        for (let ci = 0; ci < clusters; ci++) {
-          let sc = 0;
-          for (let d = 0; d < cols; d++) sc += (r[d] as number) * (cent[ci * cols + d] as number);
-          if (sc > bestScore) {
-            bestScore = sc;
-            best = ci;
-          }
-        }
+        const best = nearestCentroid(r, 0, cent, 0, clusters, cols);
         count[best]++;
         for (let d = 0; d < cols; d++)
           sum[best * cols + d] = (sum[best * cols + d] as number) + (r[d] as number);
