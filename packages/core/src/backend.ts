@@ -1,4 +1,9 @@
-import type { AttentionInputs, AttentionOutputs } from './inputs.js';
+import type {
+  AttentionGradients,
+  AttentionInputs,
+  AttentionOutputs,
+  BackwardInputs,
+} from './inputs.js';
 import type { Strategy } from './plan.js';
 import type { ProgramOps } from './program-run.js';
 import type { AttentionSpec } from './spec.js';
@@ -54,6 +59,17 @@ export interface AttentionBackend {
     inputs: AttentionInputs,
     options?: RunOptions,
   ): Promise<AttentionOutputs>;
+  /**
+   * The backward pass: gradients of q, k, v and of the captured f32 tensors the score
+   * modification reads, from the forward's inputs, its `out` and `lse`, and ∂loss/∂out. Probabilities
+   * are recomputed from q, k and lse (never an N×N matrix with the default strategy). Rejects with
+   * the same typed errors as run(), before any work. Optional while backends add it.
+   */
+  backward?(
+    spec: AttentionSpec,
+    inputs: BackwardInputs,
+    options?: RunOptions,
+  ): Promise<AttentionGradients>;
   /** Optional: the source this backend generates for `spec` (WGSL, CUDA C++, JS), for `--emit`. */
   emitSource?(spec: AttentionSpec, options?: RunOptions): string;
   /** Optional: the steps of attention programs (`runProgram`), on this backend's device. */

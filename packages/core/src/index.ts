@@ -19,9 +19,16 @@ export {
 export { evalInterval, type Interval, type IntervalEnv, RangeMinMax } from './expr/interval.js';
 export { type CompiledExpr, compileJs, emitJs, jsRenderer } from './expr/js.js';
 export {
+  gradientSlots,
+  type ScoreModGradient,
+  scoreModGradient,
+  type TensorGradientTerm,
+} from './expr/grad.js';
+export {
   type ExprRenderer,
   type LoweredExpr,
   lowerExpr,
+  lowerExprs,
   type RenderedOperand,
 } from './expr/lower.js';
 export {
@@ -44,9 +51,12 @@ export {
 export { mapTensors, resolveTensors } from './expr/resolve.js';
 export { gaussianAt, linearInputScales, randomFeatureMatrix } from './features.js';
 export {
+  type AttentionGradients,
   type AttentionInputs,
   type AttentionOutputs,
+  type BackwardInputs,
   elementIndex,
+  validateBackwardInputs,
   validateInputs,
 } from './inputs.js';
 export {
@@ -155,4 +165,5 @@ export {
   type TensorSlot,
   type TilingHints,
   tensorSizes,
+  tensorSlot,
 } from './spec.js';

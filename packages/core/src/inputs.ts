@@ -64,3 +64,69 @@ export function elementIndex(
     ? ((b * heads + h) * seq + s) * dim + d
     : ((b * seq + s) * heads + h) * dim + d;
 }
+
+/** What `backward` takes: the forward's inputs and outputs, and the loss's gradient of `out`. */
+export interface BackwardInputs extends AttentionInputs {
+  /** The forward's output (spec layout). */
+  readonly out: Float32Array;
+  /** The forward's log-sum-exp per (b, h, q); -Infinity for fully masked rows. */
+  readonly lse: Float32Array;
+  /** ∂loss/∂out, in the layout of out. */
+  readonly dOut: Float32Array;
+}
+
+/** What `backward` returns: gradients of q, k, v in their layouts, and of captured tensors. */
+export interface AttentionGradients {
+  readonly dq: Float32Array;
+  readonly dk: Float32Array;
+  readonly dv: Float32Array;
+  /**
+   * By slot of `spec.tensors`: the gradient of each captured f32 tensor that the score
+   * modification reads (same length as the tensor), and null for the others (i32 tensors, tensors
+   * only the mask reads). `tensorSlot(spec, ref)` finds a captured tensor's slot.
+   */
+  readonly grads: readonly (Float32Array | null)[];
+}
+
+/**
+ * Checks backward inputs: q, k, v as validateInputs does, then out and dOut (finite, the output's
+ * length) and lse (the row count; finite or -Infinity). Throws InputError naming the tensor.
+ */
+export function validateBackwardInputs(spec: AttentionSpec, inputs: BackwardInputs): void {
+  validateInputs(spec, inputs);
+  const sizes = tensorSizes(spec);
+  const expected = { out: sizes.out, dOut: sizes.out, lse: sizes.lse };
+  const shapes = {
+    out: `batch ${spec.batch} × headsQ ${spec.headsQ} × seqQ ${spec.seqQ} × headDimV ${spec.headDimV}`,
+    dOut: `batch ${spec.batch} × headsQ ${spec.headsQ} × seqQ ${spec.seqQ} × headDimV ${spec.headDimV}`,
+    lse: `batch ${spec.batch} × headsQ ${spec.headsQ} × seqQ ${spec.seqQ}`,
+  };
+  for (const name of ['out', 'dOut', 'lse'] as const) {
+    const t = inputs[name];
+    if (!(t instanceof Float32Array)) {
+      const got = t === undefined ? 'undefined' : ((t as object)?.constructor?.name ?? typeof t);
+      throw new InputError(`${name} must be a Float32Array (got ${got})`);
+    }
+    if (t.length !== expected[name]) {
+      throw new InputError(
+        `${name} has ${t.length} elements, expected ${expected[name]} (${shapes[name]})`,
+      );
+    }
+  }
+  for (const name of ['out', 'dOut'] as const) {
+    const t = inputs[name];
+    for (let i = 0; i < t.length; i++) {
+      const x = t[i] as number;
+      if (x - x !== 0) throw new InputError(`${name}[${i}] is ${x}: it must be finite`);
+    }
+  }
+  const lse = inputs.lse;
+  for (let i = 0; i < lse.length; i++) {
+    const x = lse[i] as number;
+    if (Number.isNaN(x) || x === Number.POSITIVE_INFINITY) {
+      throw new InputError(
+        `lse[${i}] is ${x}: it must be finite, or -Infinity for a fully masked row`,
+      );
+    }
+  }
+}

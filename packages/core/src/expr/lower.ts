@@ -42,6 +42,20 @@ export function lowerExpr(
   renderer: ExprRenderer,
   options: { prefix?: string } = {},
 ): LoweredExpr {
+  const { statements, results } = lowerExprs([root], renderer, options);
+  const [r] = results as [RenderedOperand];
+  return { statements, result: r.code, type: r.type };
+}
+
+/**
+ * Lowers several expressions into one straight-line block that shares temporaries between them
+ * (a score modification and its gradient read the same sub-expressions).
+ */
+export function lowerExprs(
+  roots: readonly ExprNode[],
+  renderer: ExprRenderer,
+  options: { prefix?: string } = {},
+): { statements: readonly string[]; results: readonly RenderedOperand[] } {
   const prefix = options.prefix ?? 't';
   const statements: string[] = [];
   const byKey = new Map<string, RenderedOperand>();
@@ -111,6 +125,6 @@ export function lowerExpr(
     return out;
   };
 
-  const r = visit(root);
-  return { statements, result: r.code, type: r.type };
+  const results = roots.map(visit);
+  return { statements, results };
 }
