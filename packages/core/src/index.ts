@@ -8,6 +8,12 @@ export {
 } from './errors.js';
 export { Expr, hash, lit, type Operand, TensorRef, tensor, vars, where } from './expr/builder.js';
 export {
+  gradientSlots,
+  type ScoreModGradient,
+  scoreModGradient,
+  type TensorGradientTerm,
+} from './expr/grad.js';
+export {
   HASH_ARG_OFFSET,
   HASH_FLOAT_SCALE,
   HASH_MUL_1,
@@ -18,12 +24,6 @@ export {
 } from './expr/hash32.js';
 export { evalInterval, type Interval, type IntervalEnv, RangeMinMax } from './expr/interval.js';
 export { type CompiledExpr, compileJs, emitJs, jsRenderer } from './expr/js.js';
-export {
-  gradientSlots,
-  type ScoreModGradient,
-  scoreModGradient,
-  type TensorGradientTerm,
-} from './expr/grad.js';
 export {
   type ExprRenderer,
   type LoweredExpr,

@@ -323,7 +323,10 @@ export function tensorSizes(spec: AttentionSpec): {
  * The slot of a captured tensor in `spec.tensors` (where `backward`'s `grads` holds its gradient),
  * found by its data; -1 when the spec does not capture it.
  */
-export function tensorSlot(spec: AttentionSpec, ref: TensorRef | Float32Array | Int32Array): number {
+export function tensorSlot(
+  spec: AttentionSpec,
+  ref: TensorRef | Float32Array | Int32Array,
+): number {
   const data = ref instanceof TensorRef ? ref.data : ref;
   return spec.tensors.findIndex((t) => t.data === data);
 }
