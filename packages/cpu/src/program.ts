@@ -28,7 +28,7 @@ import {
   type SubtractStep,
   UnsupportedError,
 } from '@tessera/core';
-import { attendCpu } from './backend.js';
+import { attendCpu } from './attend.js';
 import { type LinearKernel, linearKernel } from './linear.js';
 
 export type CpuValue =
