@@ -19,6 +19,7 @@ const guide: DefaultTheme.SidebarItem[] = [
     items: [
       { text: 'Getting started', link: '/guide/getting-started' },
       { text: 'Write your own attention variant', link: '/guide/custom-variant' },
+      { text: 'Train a learnable bias', link: '/guide/learnable-bias' },
       { text: 'CUDA setup', link: '/guide/cuda' },
     ],
   },
