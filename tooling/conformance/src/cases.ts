@@ -14,6 +14,7 @@ import {
   type CatalogueOptions,
   type ConformanceCase,
   DTYPE_TOLERANCE,
+  GRADIENT_TOLERANCE,
   type Profile,
   type Shape,
 } from './types.js';
@@ -51,6 +52,7 @@ function toCase(def: CaseDef): ConformanceCase {
     dtype,
     work: 2 * s.batch * s.headsQ * s.seqQ * s.seqKV * (s.headDim + (s.headDimV ?? s.headDim)),
     tolerance: def.tolerance ?? DTYPE_TOLERANCE[dtype],
+    gradientTolerance: def.gradientTolerance ?? GRADIENT_TOLERANCE[dtype],
     build() {
       const spec = defineAttention({ ...s, ...def.extra?.(seed) });
       return { spec, inputs: seededInputs(spec, seed, def.amp ?? 1) };

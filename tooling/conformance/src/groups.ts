@@ -64,7 +64,7 @@ export function patternCases(profile: Profile, cross: 'cover' | 'all'): CaseDef[
             `pattern:${pattern.name}`,
             ...pattern.builders.map((b) => `builder:${b}`),
             ...pattern.tags,
-            ...(mod.name === 'alibi' ? ['tensor'] : []),
+            ...(mod.name === 'alibi' ? ['tensor', 'score-tensor'] : []),
           ],
           shape,
           amp: mod.amp,
@@ -113,7 +113,7 @@ export function sizeCases(): CaseDef[] {
     },
     {
       id: 'size/s333x1000-d64-alibi',
-      tags: ['size', 'tensor'],
+      tags: ['size', 'tensor', 'score-tensor'],
       shape: one(4, 4, 333, 1000, 64),
       extra: () => ({ mask: full(), scoreMod: alibi(4) }),
     },
@@ -189,6 +189,8 @@ export function sizeCases(): CaseDef[] {
 
 export function edgeCases(): CaseDef[] {
   const extreme = { out: 5e-3, lse: 1e-4 };
+  // An f32 score near ±1e4 carries ~1e-3 absolute error, which P and dS = P(dP − D) inherit.
+  const extremeGradient = { qkv: 1e-2, tensors: 1e-2 };
   return [
     {
       id: 'masked/everything',
@@ -202,6 +204,16 @@ export function edgeCases(): CaseDef[] {
       shape: one(4, 2, 40, 40, 32),
       extra: () => ({
         mask: maskMod(({ q, kv }) => q.mod(3).ne(0).and(kv.le(q)), { name: 'every-third-row' }),
+      }),
+    },
+    {
+      id: 'masked/rows-alibi',
+      tags: ['masked-rows', 'tensor', 'score-tensor', 'seqQ≠seqKV'],
+      shape: { ...one(6, 2, 36, 29, 24), batch: 2 },
+      // Rows q % 4 == 1 see no key: they must add nothing to dk, dv or the slopes' gradient.
+      extra: () => ({
+        mask: maskMod(({ q, kv }) => q.mod(4).ne(1).and(kv.le(q)), { name: 'empty-rows-causal' }),
+        scoreMod: alibi(6),
       }),
     },
     {
@@ -224,6 +236,7 @@ export function edgeCases(): CaseDef[] {
       tags: ['extreme'],
       shape: one(4, 2, 77, 77, 16),
       tolerance: extreme,
+      gradientTolerance: extremeGradient,
       extra: () => ({ scale: 2500, mask: causal() }),
     },
     {
@@ -231,6 +244,7 @@ export function edgeCases(): CaseDef[] {
       tags: ['extreme'],
       shape: one(2, 2, 50, 50, 32),
       tolerance: extreme,
+      gradientTolerance: extremeGradient,
       extra: () => ({
         mask: slidingWindow(12),
         scoreMod: scoreMod(({ score }) => score.add(1e4), { name: 'plus-1e4' }),
@@ -241,11 +255,12 @@ export function edgeCases(): CaseDef[] {
       tags: ['extreme'],
       shape: one(2, 1, 50, 50, 32),
       tolerance: extreme,
+      gradientTolerance: extremeGradient,
       extra: () => ({ scoreMod: scoreMod(({ score }) => score.sub(1e4), { name: 'minus-1e4' }) }),
     },
     {
       id: 'tensor/relative-bias',
-      tags: ['tensor'],
+      tags: ['tensor', 'score-tensor'],
       shape: one(4, 2, 60, 60, 32),
       extra: () => {
         // Offsets beyond ±40 read out of range and get 0, on every backend.
@@ -259,8 +274,24 @@ export function edgeCases(): CaseDef[] {
       },
     },
     {
+      id: 'tensor/relative-bias-per-head',
+      tags: ['tensor', 'score-tensor', 'per-head'],
+      shape: { ...one(4, 2, 48, 48, 32), batch: 2, layout: 'bshd' },
+      extra: () => {
+        // A T5-style table per query head, 23 offsets each: every read is in range.
+        const table = tensor(Float32Array.from({ length: 4 * 23 }, (_, i) => Math.cos(i / 5)));
+        return {
+          mask: slidingWindow(12, { causal: false }),
+          scoreMod: scoreMod(
+            ({ score, h, q, kv }) => score.add(table.at(h.mul(23).add(q.sub(kv)).add(11))),
+            { name: 'relative-bias-per-head' },
+          ),
+        };
+      },
+    },
+    {
       id: 'tensor/per-head-temperature',
-      tags: ['tensor'],
+      tags: ['tensor', 'score-tensor'],
       shape: one(6, 3, 40, 40, 16),
       extra: () => {
         const temp = tensor(Float32Array.from({ length: 6 }, (_, h) => 0.5 + h * 0.4));
@@ -295,6 +326,8 @@ export function linearCases(): CaseDef[] {
           // Small inputs keep the trig-rf normaliser well away from 0.
           amp: featureMap === 'trig-rf' ? 0.5 : 1,
           tolerance: featureMap === 'trig-rf' ? { out: 1e-3, lse: 1e-3 } : undefined,
+          // The normaliser that cancels in the forward (1e-3) is divided by once more in the backward.
+          gradientTolerance: featureMap === 'trig-rf' ? { qkv: 5e-3, tensors: 1e-2 } : undefined,
           extra: (seed) => ({
             mask: isCausal ? causal() : undefined,
             kernel: random
@@ -320,7 +353,7 @@ export function dtypeCases(): CaseDef[] {
       },
       {
         id: `dtype/${dtype}/window-alibi`,
-        tags: ['tensor'],
+        tags: ['tensor', 'score-tensor'],
         shape: { ...one(4, 4, 70, 70, 40), dtype },
         amp: 2,
         extra: () => ({ mask: slidingWindow(16), scoreMod: alibi(4) }),
@@ -365,7 +398,7 @@ export function layoutCases(): CaseDef[] {
     },
     {
       id: 'layout/bshd/window-gqa-alibi',
-      tags: ['tensor'],
+      tags: ['tensor', 'score-tensor'],
       shape: { ...bshd(one(6, 2, 80, 96, 40)), batch: 2 },
       extra: () => ({ mask: slidingWindow(20, { causal: false }), scoreMod: alibi(6) }),
     },

@@ -7,6 +7,18 @@ export {
   type RunCaseOptions,
   runCase,
 } from './compare.js';
+export {
+  compareGradients,
+  type GradientCase,
+  type GradientCaseResult,
+  type GradientComparison,
+  type GradientReference,
+  gradientCases,
+  type MaskedRows,
+  type RunGradientCaseOptions,
+  runGradientCase,
+  type TensorError,
+} from './gradients.js';
 export { seededInputs, seededValues, seedOf } from './inputs.js';
 export { alibi, softcap } from './mods.js';
 export { PATTERN_BUILDERS, PATTERNS, type PatternEntry, type PatternShape } from './patterns.js';
@@ -15,6 +27,8 @@ export {
   type CatalogueOptions,
   type ConformanceCase,
   DTYPE_TOLERANCE,
+  GRADIENT_TOLERANCE,
+  type GradientTolerance,
   type Profile,
   type Tolerance,
 } from './types.js';

@@ -25,6 +25,36 @@ export const DTYPE_TOLERANCE: Readonly<Record<Dtype, Tolerance>> = Object.freeze
   bf16: Object.freeze({ out: 1e-2, lse: 1e-2 }),
 });
 
+/**
+ * Allowed error of a backend's gradients against the reference's, as a relative L2 error
+ * ‖g − ref‖₂ / ‖ref‖₂ per gradient tensor (absolute ‖g‖₂ where the reference is all zero).
+ */
+export interface GradientTolerance {
+  /** Bound for each of dq, dk and dv. */
+  readonly qkv: number;
+  /** Bound for each captured-tensor gradient `grads[slot]`. */
+  readonly tensors: number;
+}
+
+/**
+ * Gradient tolerances by dtype, looser than DTYPE_TOLERANCE for three reasons:
+ * - each gradient element sums more terms than an output element: dk, dv sum over every query of
+ *   every head of the group (GQA), dq over the keys, and a captured tensor's element over
+ *   B·H·seqQ·seqKV (score, weight) pairs, in whatever order a device's atomics or reductions take;
+ * - dS = P ∘ (dP − D) cancels by construction (Σ_kv dS = 0 per row), so its relative error is
+ *   larger than P's; captured-tensor gradients are weighted sums of dS and inherit that, hence a
+ *   looser `tensors` bound than `qkv`;
+ * - on 16-bit specs devices round P and dS to the dtype before the dV, dQ and dK products (as
+ *   FlashAttention-2 does), one more rounding than the forward: f16 5e-3 ≈ 5 ulp at 10 bits,
+ *   bf16 2e-2 ≈ 2.5 ulp at 7 bits.
+ * f32 2e-4 is 2× the forward's 1e-4; the cpu reference computes in f64.
+ */
+export const GRADIENT_TOLERANCE: Readonly<Record<Dtype, GradientTolerance>> = Object.freeze({
+  f32: Object.freeze({ qkv: 2e-4, tensors: 1e-3 }),
+  f16: Object.freeze({ qkv: 5e-3, tensors: 1e-2 }),
+  bf16: Object.freeze({ qkv: 2e-2, tensors: 5e-2 }),
+});
+
 /** One catalogue entry: cheap to hold; `build()` makes the spec and seeded inputs on demand. */
 export interface ConformanceCase {
   /** Stable and unique, e.g. `pattern/sliding-window/gqa/alibi`; inputs are seeded from it. */
@@ -37,6 +67,8 @@ export interface ConformanceCase {
   /** Dense-equivalent FLOPs, 2·B·H·seqQ·seqKV·(D + DV): what profiles and maxWork cap. */
   readonly work: number;
   readonly tolerance: Tolerance;
+  /** What the gradient half of the catalogue allows this case (see `gradientCases`). */
+  readonly gradientTolerance: GradientTolerance;
   build(): { spec: AttentionSpec; inputs: AttentionInputs };
 }
 
@@ -78,6 +110,8 @@ export interface CaseDef {
   /** Amplitude of q and k (v is always in [-1, 1)). */
   amp?: number;
   tolerance?: Tolerance;
+  /** Overrides GRADIENT_TOLERANCE[dtype] for this case's gradients. */
+  gradientTolerance?: GradientTolerance;
   /** Mask, score modification, kernel, scale, tiling: built lazily from the seed (< 2^31). */
   extra?: (seed: number) => Partial<AttentionConfig>;
 }

@@ -1,10 +1,16 @@
-// Vitest glue: `describeConformance` emits one `it` per catalogue case. Kept out of the main
-// entry so that importing the catalogue does not import Vitest.
+// Vitest glue: `describeConformance` and `describeGradientConformance` emit one `it` per
+// catalogue case. Kept out of the main entry so that importing the catalogue does not import Vitest.
 import type { AttentionBackend, ProgramBackend } from '@tessera/core';
 import { createCpuBackend } from '@tessera/cpu';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { conformanceCases } from './cases.js';
 import { type Reference, type RunCaseOptions, runCase } from './compare.js';
+import {
+  type GradientReference,
+  gradientCases,
+  type RunGradientCaseOptions,
+  runGradientCase,
+} from './gradients.js';
 import { runSystemCase, systemCases } from './systems.js';
 import type { CatalogueOptions, ConformanceCase } from './types.js';
 
@@ -21,12 +27,26 @@ export interface DescribeConformanceOptions extends CatalogueOptions, RunCaseOpt
 }
 
 function skipReason(
-  c: ConformanceCase,
+  c: Pick<ConformanceCase, 'id' | 'tags'>,
   skip: Readonly<Record<string, string>>,
 ): string | undefined {
   if (skip[c.id] !== undefined) return skip[c.id];
   for (const tag of c.tags) if (skip[tag] !== undefined) return skip[tag];
   return undefined;
+}
+
+/** Throws on a skip entry that matches no case, so stale entries do not linger. */
+function checkSkip(
+  where: string,
+  name: string,
+  cases: readonly Pick<ConformanceCase, 'id' | 'tags'>[],
+  skip: Readonly<Record<string, string>>,
+): void {
+  for (const key of Object.keys(skip)) {
+    if (!cases.some((c) => c.id === key || c.tags.includes(key))) {
+      throw new Error(`${where}('${name}'): skip entry '${key}' matches no case`);
+    }
+  }
 }
 
 /**
@@ -41,11 +61,7 @@ export function describeConformance(
 ): void {
   const cases = conformanceCases(options);
   const skip = options.skip ?? {};
-  for (const key of Object.keys(skip)) {
-    if (!cases.some((c) => c.id === key || c.tags.includes(key))) {
-      throw new Error(`describeConformance('${name}'): skip entry '${key}' matches no case`);
-    }
-  }
+  checkSkip('describeConformance', name, cases, skip);
   describe(`conformance: ${name}`, () => {
     let backend: AttentionBackend | undefined;
     let reference: Reference | undefined;
@@ -75,6 +91,65 @@ export function describeConformance(
           expect(r.pass).toBe(true);
         },
         options.timeout ?? 60_000,
+      );
+    }
+  });
+}
+
+export interface DescribeGradientConformanceOptions
+  extends CatalogueOptions,
+    RunGradientCaseOptions {
+  /** What the backend's gradients are compared with; default: a fresh `createCpuBackend()`. */
+  readonly reference?: () => GradientReference | Promise<GradientReference>;
+  /** As describeConformance's: by case id or tag, with reasons; stale entries are an error. */
+  readonly skip?: Readonly<Record<string, string>>;
+  /** Timeout of each case in milliseconds (default 120 000: a backward costs ~2.5 forwards). */
+  readonly timeout?: number;
+}
+
+/**
+ * Runs the gradient half of the catalogue against a backend's `backward`, one Vitest `it` per
+ * case; out and lse come from the cpu forward, so both sides get identical inputs:
+ *
+ *   describeGradientConformance('webgpu', () => createWebGpuBackend(), { profile: 'ci' });
+ */
+export function describeGradientConformance(
+  name: string,
+  factory: () => AttentionBackend | Promise<AttentionBackend>,
+  options: DescribeGradientConformanceOptions = {},
+): void {
+  const cases = gradientCases(options);
+  const skip = options.skip ?? {};
+  checkSkip('describeGradientConformance', name, cases, skip);
+  describe(`gradient conformance: ${name}`, () => {
+    let backend: AttentionBackend | undefined;
+    let reference: GradientReference | undefined;
+    let ownReference: AttentionBackend | undefined;
+    beforeAll(async () => {
+      backend = await factory();
+      if (options.reference) reference = await options.reference();
+      else reference = ownReference = await createCpuBackend();
+    });
+    afterAll(async () => {
+      await backend?.dispose();
+      await ownReference?.dispose();
+    });
+    for (const c of cases) {
+      const title = `${c.id} [${c.summary}]`;
+      const reason = skipReason(c, skip);
+      if (reason !== undefined) {
+        it.skip(`${title} (skipped: ${reason})`, () => {});
+        continue;
+      }
+      it(
+        title,
+        async () => {
+          if (!backend || !reference) throw new Error('backend or reference failed to start');
+          const r = await runGradientCase(backend, c, reference, options);
+          if (!r.pass) expect.fail(`${c.id} [${c.summary}]: ${r.message}`);
+          expect(r.pass).toBe(true);
+        },
+        options.timeout ?? 120_000,
       );
     }
   });

@@ -134,6 +134,7 @@ describe('the catalogue', () => {
     expect(Object.keys(c).sort()).toEqual([
       'build',
       'dtype',
+      'gradientTolerance',
       'id',
       'summary',
       'tags',
