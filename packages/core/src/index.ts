@@ -122,18 +122,24 @@ export {
   type MergeStep,
   nearestCentroid,
   type PoolStep,
+  PROGRAM_STEPS,
   type Program,
   type ProgramConfig,
   type ProgramStep,
   type ProjectStep,
   type SelectStep,
   type Shape,
+  StepChecker,
+  type StepDefinition,
+  type StepOf,
+  type StepOp,
   type SubtractStep,
   stepReads,
   stepWrites,
 } from './program.js';
 export {
   DeviceValue,
+  dispatchStep,
   type ProgramBackend,
   type ProgramInput,
   type ProgramOps,
@@ -141,6 +147,7 @@ export {
   type ProgramRunOptions,
   runProgram,
   type StepEnv,
+  type StepTable,
 } from './program-run.js';
 export {
   type AttentionConfig,

@@ -1,5 +1,5 @@
 import { InputError, SpecError, UnsupportedError } from './errors.js';
-import type { Program, ProgramStep, Shape } from './program.js';
+import type { Program, ProgramStep, Shape, StepOf, StepOp } from './program.js';
 import { stepWrites } from './program.js';
 
 /** What a step sees: its inputs by name (device values) and every tensor's shape. */
@@ -22,6 +22,25 @@ export interface ProgramOps<T = unknown> {
   free(value: T): void;
   /** Runs one step; returns every name the step writes. */
   step(step: ProgramStep, env: StepEnv<T>): Promise<Record<string, T>>;
+}
+
+/**
+ * A backend's handler for every step kind. It is a mapped type over every kind, so adding a kind
+ * to ProgramStep is a compile error in each backend until it handles the kind (or says in its
+ * handler, with UnsupportedError, that it cannot).
+ */
+export type StepTable<T> = {
+  readonly [K in StepOp]: (step: StepOf<K>, env: StepEnv<T>) => Promise<Record<string, T>>;
+};
+
+/** Runs `step` with the table's handler for its kind. */
+export function dispatchStep<T>(
+  table: StepTable<T>,
+  step: ProgramStep,
+  env: StepEnv<T>,
+): Promise<Record<string, T>> {
+  const handler = table[step.op] as (s: ProgramStep, e: StepEnv<T>) => Promise<Record<string, T>>;
+  return handler(step, env);
 }
 
 /** A value kept on a backend's device between runs (cross-layer reuse); pass it as an input. */

@@ -276,19 +276,6 @@ export interface Program {
   readonly lastUse: readonly (readonly string[])[];
 }
 
-const OPS = [
-  'pool',
-  'project',
-  'dense',
-  'select',
-  'group',
-  'attend',
-  'compressed',
-  'merge',
-  'subtract',
-  'gate',
-];
-
 function posInt(where: string, field: string, v: unknown): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0 || v > 2 ** 31 - 1)
     throw new SpecError(`${where}: ${field} must be a positive integer (got ${String(v)})`);
@@ -301,15 +288,347 @@ function sameShape(a: Shape, b: readonly number[]): boolean {
 
 const fmt = (s: readonly number[]): string => `[${s.join(', ')}]`;
 
+/** The name of a program step kind. */
+export type StepOp = ProgramStep['op'];
+/** The step type of kind `K`. */
+export type StepOf<K extends StepOp> = Extract<ProgramStep, { op: K }>;
+
+/**
+ * What `defineProgram` knows while it checks steps in order: the values defined so far and their
+ * shapes. A step's `check` reads its inputs through it and defines its outputs with it.
+ */
+export class StepChecker {
+  readonly shapes: Record<string, Shape> = {};
+  readonly kinds = new Map<string, ValueKind>();
+  readonly selections = new Map<string, SelectStep>();
+  /** Grouping name → [batch, heads, rows] it groups. */
+  readonly groupings = new Map<string, readonly [number, number, number]>();
+
+  define(where: string, name: unknown, kind: ValueKind, shape?: Shape): void {
+    if (typeof name !== 'string' || name.length === 0)
+      throw new SpecError(`${where}: output name must be a non-empty string`);
+    if (this.kinds.has(name)) throw new SpecError(`${where}: '${name}' is already defined`);
+    this.kinds.set(name, kind);
+    if (shape) this.shapes[name] = Object.freeze([...shape]) as unknown as Shape;
+  }
+  tensor(where: string, field: string, name: unknown): Shape {
+    if (typeof name !== 'string' || this.kinds.get(name) !== 'tensor')
+      throw new SpecError(
+        `${where}: ${field} '${String(name)}' is not a tensor defined by an input or an earlier step`,
+      );
+    return this.shapes[name] as Shape;
+  }
+  expect(where: string, field: string, got: Shape, want: readonly number[]): void {
+    if (!sameShape(got, want))
+      throw new SpecError(`${where}: ${field} must have shape ${fmt(want)} (got ${fmt(got)})`);
+  }
+  spec(where: string, spec: AttentionSpec): AttentionSpec {
+    if (typeof spec !== 'object' || spec === null || spec.version !== 1)
+      throw new SpecError(`${where}: spec must come from defineAttention()`);
+    if (spec.layout !== 'bhsd')
+      throw new SpecError(`${where}: programs use the 'bhsd' layout (spec has '${spec.layout}')`);
+    return spec;
+  }
+  /** The select step that made `name`, or a SpecError naming the field. */
+  selection(where: string, name: string): SelectStep {
+    const sel = this.selections.get(name);
+    if (!sel) throw new SpecError(`${where}: selection '${name}' is not a select step's output`);
+    return sel;
+  }
+}
+
+/**
+ * One program step kind, defined once: how it is checked (and its output shapes inferred) and
+ * which names it reads and writes. Backends handle every kind through a `StepTable`.
+ */
+export interface StepDefinition<S extends ProgramStep> {
+  /** Checks the step against the values defined so far and defines its outputs. */
+  check(step: S, where: string, c: StepChecker): void;
+  /** Names the step reads. */
+  reads(step: S): string[];
+  /** Names the step writes. */
+  writes(step: S): string[];
+}
+
+const outAndLse = (step: { out: string; lse?: string }): string[] => [
+  step.out,
+  ...(step.lse ? [step.lse] : []),
+];
+const optional = (...names: (string | undefined)[]): string[] =>
+  names.filter((n): n is string => n !== undefined);
+
+/** Every step kind; adding a kind to ProgramStep is a compile error until it is defined here. */
+export const PROGRAM_STEPS: { readonly [K in StepOp]: StepDefinition<StepOf<K>> } = {
+  pool: {
+    check(step, where, c) {
+      const x = c.tensor(where, 'x', step.x);
+      const block = posInt(where, 'block', step.block);
+      if (step.weights !== undefined)
+        c.expect(where, 'weights', c.tensor(where, 'weights', step.weights), [1, x[1], 1, block]);
+      c.define(where, step.out, 'tensor', [x[0], x[1], ceilDiv(x[2], block), x[3]]);
+    },
+    reads: (step) => [step.x, ...optional(step.weights)],
+    writes: (step) => [step.out],
+  },
+  project: {
+    check(step, where, c) {
+      const x = c.tensor(where, 'x', step.x);
+      const m = c.tensor(where, 'matrix', step.matrix);
+      if (m[0] !== 1 || m[1] !== 1 || m[3] !== x[2])
+        throw new SpecError(`${where}: matrix must have shape [1, 1, r, ${x[2]}] (got ${fmt(m)})`);
+      c.define(where, step.out, 'tensor', [x[0], x[1], m[2], x[3]]);
+    },
+    reads: (step) => [step.x, step.matrix],
+    writes: (step) => [step.out],
+  },
+  dense: {
+    check(step, where, c) {
+      const x = c.tensor(where, 'x', step.x);
+      const w = c.tensor(where, 'weight', step.weight);
+      if (w[0] !== 1 || w[1] !== x[1] || w[2] !== x[3])
+        throw new SpecError(
+          `${where}: weight must have shape [1, ${x[1]}, ${x[3]}, outCols] (got ${fmt(w)})`,
+        );
+      if (step.bias !== undefined)
+        c.expect(where, 'bias', c.tensor(where, 'bias', step.bias), [1, x[1], 1, w[3]]);
+      if (step.activation !== undefined && step.activation !== 'none' && step.activation !== 'relu')
+        throw new SpecError(`${where}: activation must be 'none' or 'relu'`);
+      c.define(where, step.out, 'tensor', [x[0], x[1], x[2], w[3]]);
+    },
+    reads: (step) => [step.x, step.weight, ...optional(step.bias)],
+    writes: (step) => [step.out],
+  },
+  select: {
+    check(step, where, c) {
+      const spec = c.spec(where, step.spec);
+      const bq = posInt(where, 'blockQ', step.blockQ);
+      const bk = posInt(where, 'blockKV', step.blockKV);
+      posInt(where, 'topK', step.topK);
+      if (typeof step.local !== 'number' || !Number.isInteger(step.local) || step.local < 0)
+        throw new SpecError(`${where}: local must be a non-negative integer`);
+      // Blocks meeting [qb·bq − (local−1)·bk, (qb+1)·bq): one fewer when the range is block-aligned.
+      const forcedMax =
+        step.local === 0
+          ? 0
+          : bq % bk === 0
+            ? bq / bk + step.local - 1
+            : ceilDiv(bq, bk) + step.local;
+      if (step.local > 0 && step.topK < forcedMax)
+        throw new SpecError(
+          `${where}: topK ${step.topK} cannot hold the up to ${forcedMax} forced local blocks (local ${step.local}, blockQ ${bq}, blockKV ${bk})`,
+        );
+      c.expect(where, 'q', c.tensor(where, 'q', step.q), [
+        spec.batch,
+        spec.headsQ,
+        ceilDiv(spec.seqQ, bq),
+        spec.headDim,
+      ]);
+      c.expect(where, 'k', c.tensor(where, 'k', step.k), [
+        spec.batch,
+        spec.headsKV,
+        ceilDiv(spec.seqKV, bk),
+        spec.headDim,
+      ]);
+      if (spec.kernel.type !== 'softmax')
+        throw new SpecError(`${where}: selection needs a softmax spec`);
+      c.define(where, step.out, 'selection');
+      c.selections.set(step.out, step);
+    },
+    reads: (step) => [step.q, step.k],
+    writes: (step) => [step.out],
+  },
+  group: {
+    check(step, where, c) {
+      const x = c.tensor(where, 'x', step.x);
+      const cen = c.tensor(where, 'centroids', step.centroids);
+      if (cen[0] !== 1 || cen[1] !== x[1] || cen[3] !== x[3])
+        throw new SpecError(
+          `${where}: centroids must have shape [1, ${x[1]}, clusters, ${x[3]}] (got ${fmt(cen)})`,
+        );
+      posInt(where, 'size', step.size);
+      if (step.size > x[2])
+        throw new SpecError(`${where}: size ${step.size} exceeds the ${x[2]} rows of '${step.x}'`);
+      c.define(where, step.out, 'grouping');
+      c.groupings.set(step.out, [x[0], x[1], x[2]]);
+    },
+    reads: (step) => [step.x, step.centroids],
+    writes: (step) => [step.out],
+  },
+  attend: {
+    check(step, where, c) {
+      const spec = c.spec(where, step.spec);
+      const { batch: B, headsQ, headsKV, seqQ, seqKV, headDim, headDimV } = spec;
+      c.expect(where, 'q', c.tensor(where, 'q', step.q), [B, headsQ, seqQ, headDim]);
+      c.expect(where, 'k', c.tensor(where, 'k', step.k), [B, headsKV, seqKV, headDim]);
+      c.expect(where, 'v', c.tensor(where, 'v', step.v), [B, headsKV, seqKV, headDimV]);
+      if (step.selection !== undefined) {
+        const sel = c.selection(where, step.selection);
+        if (sel.spec.hash !== spec.hash)
+          throw new SpecError(`${where}: selection '${step.selection}' was made for another spec`);
+      }
+      if (step.groupQ !== undefined || step.groupKV !== undefined) {
+        if (step.groupQ === undefined || step.groupKV === undefined)
+          throw new SpecError(`${where}: groupQ and groupKV go together`);
+        if (step.selection !== undefined)
+          throw new SpecError(`${where}: a grouped attend cannot also walk a selection`);
+        const want = (field: string, name: string, heads: number[], rows: number): void => {
+          const g = c.groupings.get(name);
+          if (!g) throw new SpecError(`${where}: ${field} '${name}' is not a group step's output`);
+          if (g[0] !== B || !heads.includes(g[1]) || g[2] !== rows)
+            throw new SpecError(
+              `${where}: ${field} '${name}' must group [${B}, ${[...new Set(heads)].join(' or ')}, ${rows}] rows (it groups ${fmt(g)})`,
+            );
+        };
+        want('groupQ', step.groupQ, [headsQ, headsKV], seqQ);
+        want('groupKV', step.groupKV, [headsKV], seqKV);
+        if (spec.mask !== null && !isCausalExpr(spec.mask.expr))
+          throw new SpecError(
+            `${where}: a grouped attend takes no mask or the causal one (got '${spec.mask.name}')`,
+          );
+        if (spec.scoreMod !== null)
+          throw new SpecError(
+            `${where}: a grouped attend takes no score modification (got '${spec.scoreMod.name}')`,
+          );
+        if (spec.dtype !== 'f32')
+          throw new SpecError(`${where}: a grouped attend runs in f32 (spec has '${spec.dtype}')`);
+      }
+      c.define(where, step.out, 'tensor', [B, headsQ, seqQ, headDimV]);
+      if (step.lse !== undefined) c.define(where, step.lse, 'tensor', [B, headsQ, seqQ, 1]);
+    },
+    reads: (step) => [
+      step.q,
+      step.k,
+      step.v,
+      ...optional(step.selection, step.groupQ, step.groupKV),
+    ],
+    writes: outAndLse,
+  },
+  compressed: {
+    check(step, where, c) {
+      const q = c.tensor(where, 'q', step.q);
+      const k = c.tensor(where, 'k', step.k);
+      const v = c.tensor(where, 'v', step.v);
+      const block = posInt(where, 'block', step.block);
+      const seqKV = posInt(where, 'seqKV', step.seqKV);
+      const nb = ceilDiv(seqKV, block);
+      if (k[0] !== q[0] || k[2] !== nb || k[3] !== q[3] || q[1] % k[1] !== 0)
+        throw new SpecError(
+          `${where}: k must have shape [${q[0]}, a divisor of ${q[1]}, ${nb}, ${q[3]}] (got ${fmt(k)})`,
+        );
+      if (v[0] !== k[0] || v[1] !== k[1] || v[2] !== nb)
+        throw new SpecError(
+          `${where}: v must have shape [${k[0]}, ${k[1]}, ${nb}, cols] (got ${fmt(v)})`,
+        );
+      if (typeof step.causal !== 'boolean')
+        throw new SpecError(`${where}: causal must be a boolean`);
+      if (typeof step.scale !== 'number' || !Number.isFinite(step.scale))
+        throw new SpecError(`${where}: scale must be a finite number`);
+      if (step.skipOwnBlock !== undefined && typeof step.skipOwnBlock !== 'boolean')
+        throw new SpecError(`${where}: skipOwnBlock must be a boolean`);
+      if (step.kernel !== undefined) {
+        const km = step.kernel as CompressedKernel;
+        if (
+          typeof km !== 'object' ||
+          km === null ||
+          !['favor+', 'elu+1', 'relu'].includes(km.featureMap)
+        )
+          throw new SpecError(
+            `${where}: kernel.featureMap must be 'favor+', 'elu+1' or 'relu' (got ${JSON.stringify((km as { featureMap?: unknown } | null)?.featureMap)})`,
+          );
+        if (km.features !== undefined) posInt(where, 'kernel.features', km.features);
+        if (km.seed !== undefined && !Number.isInteger(km.seed))
+          throw new SpecError(`${where}: kernel.seed must be an integer`);
+      }
+      if (step.selection !== undefined) {
+        const sel = c.selection(where, step.selection);
+        if (
+          sel.blockKV !== block ||
+          sel.spec.seqKV !== seqKV ||
+          sel.spec.seqQ !== q[2] ||
+          sel.spec.headsQ !== q[1]
+        )
+          throw new SpecError(
+            `${where}: selection '${step.selection}' must select blocks of ${block} of ${seqKV} keys for ${q[1]} heads × ${q[2]} queries`,
+          );
+        if (step.selectionMode !== 'exclude' && step.selectionMode !== 'only')
+          throw new SpecError(`${where}: selectionMode must be 'exclude' or 'only'`);
+      } else if (step.selectionMode !== undefined) {
+        throw new SpecError(`${where}: selectionMode needs a selection`);
+      }
+      c.define(where, step.out, 'tensor', [q[0], q[1], q[2], v[3]]);
+      if (step.lse !== undefined) c.define(where, step.lse, 'tensor', [q[0], q[1], q[2], 1]);
+    },
+    reads: (step) => [step.q, step.k, step.v, ...optional(step.selection)],
+    writes: outAndLse,
+  },
+  merge: {
+    check(step, where, c) {
+      if (!Array.isArray(step.branches) || step.branches.length < 2)
+        throw new SpecError(`${where}: branches must list at least two { out, lse }`);
+      const first = c.tensor(where, 'branches[0].out', step.branches[0]?.out);
+      step.branches.forEach((br: MergeStep['branches'][number], j: number) => {
+        c.expect(where, `branches[${j}].out`, c.tensor(where, `branches[${j}].out`, br.out), first);
+        c.expect(where, `branches[${j}].lse`, c.tensor(where, `branches[${j}].lse`, br.lse), [
+          first[0],
+          first[1],
+          first[2],
+          1,
+        ]);
+      });
+      c.define(where, step.out, 'tensor', first);
+      if (step.lse !== undefined)
+        c.define(where, step.lse, 'tensor', [first[0], first[1], first[2], 1]);
+    },
+    reads: (step) => step.branches.flatMap((b) => [b.out, b.lse]),
+    writes: outAndLse,
+  },
+  subtract: {
+    check(step, where, c) {
+      const w = c.tensor(where, 'whole.out', step.whole?.out);
+      const rowShape = [w[0], w[1], w[2], 1] as const;
+      c.expect(where, 'whole.lse', c.tensor(where, 'whole.lse', step.whole.lse), rowShape);
+      c.expect(where, 'part.out', c.tensor(where, 'part.out', step.part?.out), w);
+      c.expect(where, 'part.lse', c.tensor(where, 'part.lse', step.part.lse), rowShape);
+      c.define(where, step.out, 'tensor', w);
+      if (step.lse !== undefined) c.define(where, step.lse, 'tensor', rowShape);
+    },
+    reads: (step) => [step.whole.out, step.whole.lse, step.part.out, step.part.lse],
+    writes: outAndLse,
+  },
+  gate: {
+    check(step, where, c) {
+      if (!Array.isArray(step.branches) || step.branches.length < 1)
+        throw new SpecError(`${where}: branches must list at least one tensor`);
+      const first = c.tensor(where, 'branches[0]', step.branches[0]);
+      step.branches.forEach((br: string, j: number) => {
+        c.expect(where, `branches[${j}]`, c.tensor(where, `branches[${j}]`, br), first);
+      });
+      const x = c.tensor(where, 'x', step.x);
+      if (x[0] !== first[0] || x[1] !== first[1] || x[2] !== first[2])
+        throw new SpecError(
+          `${where}: x must have shape [${first[0]}, ${first[1]}, ${first[2]}, cols] (got ${fmt(x)})`,
+        );
+      const nb = step.branches.length;
+      c.expect(where, 'weight', c.tensor(where, 'weight', step.weight), [1, nb, x[1], x[3]]);
+      c.expect(where, 'bias', c.tensor(where, 'bias', step.bias), [1, 1, nb, x[1]]);
+      c.define(where, step.out, 'tensor', first);
+    },
+    reads: (step) => [step.x, step.weight, step.bias, ...step.branches],
+    writes: (step) => [step.out],
+  },
+};
+
+const OPS = Object.keys(PROGRAM_STEPS) as StepOp[];
+
+/** The definition of `step`'s kind, typed for it. */
+const definitionOf = (step: ProgramStep): StepDefinition<ProgramStep> =>
+  PROGRAM_STEPS[step.op] as StepDefinition<ProgramStep>;
+
 /** Checks a program and infers the shape of every value. Throws SpecError naming step and field. */
 export function defineProgram(config: ProgramConfig): Program {
   if (typeof config !== 'object' || config === null)
     throw new SpecError('defineProgram needs { inputs, steps, outputs }');
-  const shapes: Record<string, Shape> = {};
-  const kinds = new Map<string, ValueKind>();
-  const selections = new Map<string, SelectStep>();
-  /** Grouping name → [batch, heads, rows] it groups. */
-  const groupings = new Map<string, readonly [number, number, number]>();
+  const c = new StepChecker();
   for (const [name, shape] of Object.entries(config.inputs ?? {})) {
     if (!Array.isArray(shape) || shape.length !== 4)
       throw new SpecError(
@@ -318,292 +637,23 @@ export function defineProgram(config: ProgramConfig): Program {
     shape.forEach((d, i) => {
       posInt(`input '${name}'`, `shape[${i}]`, d);
     });
-    shapes[name] = Object.freeze([...shape]) as unknown as Shape;
-    kinds.set(name, 'tensor');
+    c.shapes[name] = Object.freeze([...shape]) as unknown as Shape;
+    c.kinds.set(name, 'tensor');
   }
   if (!Array.isArray(config.steps) || config.steps.length === 0)
     throw new SpecError('program needs at least one step');
-  const define = (where: string, name: unknown, kind: ValueKind, shape?: Shape): void => {
-    if (typeof name !== 'string' || name.length === 0)
-      throw new SpecError(`${where}: output name must be a non-empty string`);
-    if (kinds.has(name)) throw new SpecError(`${where}: '${name}' is already defined`);
-    kinds.set(name, kind);
-    if (shape) shapes[name] = Object.freeze([...shape]) as unknown as Shape;
-  };
-  const tensorOf = (where: string, field: string, name: unknown): Shape => {
-    if (typeof name !== 'string' || kinds.get(name) !== 'tensor')
-      throw new SpecError(
-        `${where}: ${field} '${String(name)}' is not a tensor defined by an input or an earlier step`,
-      );
-    return shapes[name] as Shape;
-  };
-  const expect = (where: string, field: string, got: Shape, want: readonly number[]): void => {
-    if (!sameShape(got, want))
-      throw new SpecError(`${where}: ${field} must have shape ${fmt(want)} (got ${fmt(got)})`);
-  };
-  const specOf = (where: string, spec: AttentionSpec): AttentionSpec => {
-    if (typeof spec !== 'object' || spec === null || spec.version !== 1)
-      throw new SpecError(`${where}: spec must come from defineAttention()`);
-    if (spec.layout !== 'bhsd')
-      throw new SpecError(`${where}: programs use the 'bhsd' layout (spec has '${spec.layout}')`);
-    return spec;
-  };
 
   config.steps.forEach((step, i) => {
     const where = `step ${i} (${String(step?.op)})`;
     if (typeof step !== 'object' || step === null || !OPS.includes(step.op))
       throw new SpecError(`step ${i}: op must be one of ${OPS.join(', ')}`);
-    switch (step.op) {
-      case 'pool': {
-        const x = tensorOf(where, 'x', step.x);
-        const block = posInt(where, 'block', step.block);
-        if (step.weights !== undefined)
-          expect(where, 'weights', tensorOf(where, 'weights', step.weights), [1, x[1], 1, block]);
-        define(where, step.out, 'tensor', [x[0], x[1], ceilDiv(x[2], block), x[3]]);
-        break;
-      }
-      case 'project': {
-        const x = tensorOf(where, 'x', step.x);
-        const m = tensorOf(where, 'matrix', step.matrix);
-        if (m[0] !== 1 || m[1] !== 1 || m[3] !== x[2])
-          throw new SpecError(
-            `${where}: matrix must have shape [1, 1, r, ${x[2]}] (got ${fmt(m)})`,
-          );
-        define(where, step.out, 'tensor', [x[0], x[1], m[2], x[3]]);
-        break;
-      }
-      case 'dense': {
-        const x = tensorOf(where, 'x', step.x);
-        const w = tensorOf(where, 'weight', step.weight);
-        if (w[0] !== 1 || w[1] !== x[1] || w[2] !== x[3])
-          throw new SpecError(
-            `${where}: weight must have shape [1, ${x[1]}, ${x[3]}, outCols] (got ${fmt(w)})`,
-          );
-        if (step.bias !== undefined)
-          expect(where, 'bias', tensorOf(where, 'bias', step.bias), [1, x[1], 1, w[3]]);
-        if (
-          step.activation !== undefined &&
-          step.activation !== 'none' &&
-          step.activation !== 'relu'
-        )
-          throw new SpecError(`${where}: activation must be 'none' or 'relu'`);
-        define(where, step.out, 'tensor', [x[0], x[1], x[2], w[3]]);
-        break;
-      }
-      case 'select': {
-        const spec = specOf(where, step.spec);
-        const bq = posInt(where, 'blockQ', step.blockQ);
-        const bk = posInt(where, 'blockKV', step.blockKV);
-        posInt(where, 'topK', step.topK);
-        if (typeof step.local !== 'number' || !Number.isInteger(step.local) || step.local < 0)
-          throw new SpecError(`${where}: local must be a non-negative integer`);
-        // Blocks meeting [qb·bq − (local−1)·bk, (qb+1)·bq): one fewer when the range is block-aligned.
-        const forcedMax =
-          step.local === 0
-            ? 0
-            : bq % bk === 0
-              ? bq / bk + step.local - 1
-              : ceilDiv(bq, bk) + step.local;
-        if (step.local > 0 && step.topK < forcedMax)
-          throw new SpecError(
-            `${where}: topK ${step.topK} cannot hold the up to ${forcedMax} forced local blocks (local ${step.local}, blockQ ${bq}, blockKV ${bk})`,
-          );
-        expect(where, 'q', tensorOf(where, 'q', step.q), [
-          spec.batch,
-          spec.headsQ,
-          ceilDiv(spec.seqQ, bq),
-          spec.headDim,
-        ]);
-        expect(where, 'k', tensorOf(where, 'k', step.k), [
-          spec.batch,
-          spec.headsKV,
-          ceilDiv(spec.seqKV, bk),
-          spec.headDim,
-        ]);
-        if (spec.kernel.type !== 'softmax')
-          throw new SpecError(`${where}: selection needs a softmax spec`);
-        define(where, step.out, 'selection');
-        selections.set(step.out, step);
-        break;
-      }
-      case 'group': {
-        const x = tensorOf(where, 'x', step.x);
-        const c = tensorOf(where, 'centroids', step.centroids);
-        if (c[0] !== 1 || c[1] !== x[1] || c[3] !== x[3])
-          throw new SpecError(
-            `${where}: centroids must have shape [1, ${x[1]}, clusters, ${x[3]}] (got ${fmt(c)})`,
-          );
-        posInt(where, 'size', step.size);
-        if (step.size > x[2])
-          throw new SpecError(
-            `${where}: size ${step.size} exceeds the ${x[2]} rows of '${step.x}'`,
-          );
-        define(where, step.out, 'grouping');
-        groupings.set(step.out, [x[0], x[1], x[2]]);
-        break;
-      }
-      case 'attend': {
-        const spec = specOf(where, step.spec);
-        const { batch: B, headsQ, headsKV, seqQ, seqKV, headDim, headDimV } = spec;
-        expect(where, 'q', tensorOf(where, 'q', step.q), [B, headsQ, seqQ, headDim]);
-        expect(where, 'k', tensorOf(where, 'k', step.k), [B, headsKV, seqKV, headDim]);
-        expect(where, 'v', tensorOf(where, 'v', step.v), [B, headsKV, seqKV, headDimV]);
-        if (step.selection !== undefined) {
-          const sel = selections.get(step.selection);
-          if (!sel)
-            throw new SpecError(
-              `${where}: selection '${step.selection}' is not a select step's output`,
-            );
-          if (sel.spec.hash !== spec.hash)
-            throw new SpecError(
-              `${where}: selection '${step.selection}' was made for another spec`,
-            );
-        }
-        if (step.groupQ !== undefined || step.groupKV !== undefined) {
-          if (step.groupQ === undefined || step.groupKV === undefined)
-            throw new SpecError(`${where}: groupQ and groupKV go together`);
-          if (step.selection !== undefined)
-            throw new SpecError(`${where}: a grouped attend cannot also walk a selection`);
-          const want = (field: string, name: string, heads: number[], rows: number): void => {
-            const g = groupings.get(name);
-            if (!g)
-              throw new SpecError(`${where}: ${field} '${name}' is not a group step's output`);
-            if (g[0] !== B || !heads.includes(g[1]) || g[2] !== rows)
-              throw new SpecError(
-                `${where}: ${field} '${name}' must group [${B}, ${[...new Set(heads)].join(' or ')}, ${rows}] rows (it groups ${fmt(g)})`,
-              );
-          };
-          want('groupQ', step.groupQ, [headsQ, headsKV], seqQ);
-          want('groupKV', step.groupKV, [headsKV], seqKV);
-          if (spec.mask !== null && !isCausalExpr(spec.mask.expr))
-            throw new SpecError(
-              `${where}: a grouped attend takes no mask or the causal one (got '${spec.mask.name}')`,
-            );
-          if (spec.scoreMod !== null)
-            throw new SpecError(
-              `${where}: a grouped attend takes no score modification (got '${spec.scoreMod.name}')`,
-            );
-          if (spec.dtype !== 'f32')
-            throw new SpecError(
-              `${where}: a grouped attend runs in f32 (spec has '${spec.dtype}')`,
-            );
-        }
-        define(where, step.out, 'tensor', [B, headsQ, seqQ, headDimV]);
-        if (step.lse !== undefined) define(where, step.lse, 'tensor', [B, headsQ, seqQ, 1]);
-        break;
-      }
-      case 'compressed': {
-        const q = tensorOf(where, 'q', step.q);
-        const k = tensorOf(where, 'k', step.k);
-        const v = tensorOf(where, 'v', step.v);
-        const block = posInt(where, 'block', step.block);
-        const seqKV = posInt(where, 'seqKV', step.seqKV);
-        const nb = ceilDiv(seqKV, block);
-        if (k[0] !== q[0] || k[2] !== nb || k[3] !== q[3] || q[1] % k[1] !== 0)
-          throw new SpecError(
-            `${where}: k must have shape [${q[0]}, a divisor of ${q[1]}, ${nb}, ${q[3]}] (got ${fmt(k)})`,
-          );
-        if (v[0] !== k[0] || v[1] !== k[1] || v[2] !== nb)
-          throw new SpecError(
-            `${where}: v must have shape [${k[0]}, ${k[1]}, ${nb}, cols] (got ${fmt(v)})`,
-          );
-        if (typeof step.causal !== 'boolean')
-          throw new SpecError(`${where}: causal must be a boolean`);
-        if (typeof step.scale !== 'number' || !Number.isFinite(step.scale))
-          throw new SpecError(`${where}: scale must be a finite number`);
-        if (step.skipOwnBlock !== undefined && typeof step.skipOwnBlock !== 'boolean')
-          throw new SpecError(`${where}: skipOwnBlock must be a boolean`);
-        if (step.kernel !== undefined) {
-          const km = step.kernel as CompressedKernel;
-          if (
-            typeof km !== 'object' ||
-            km === null ||
-            !['favor+', 'elu+1', 'relu'].includes(km.featureMap)
-          )
-            throw new SpecError(
-              `${where}: kernel.featureMap must be 'favor+', 'elu+1' or 'relu' (got ${JSON.stringify((km as { featureMap?: unknown } | null)?.featureMap)})`,
-            );
-          if (km.features !== undefined) posInt(where, 'kernel.features', km.features);
-          if (km.seed !== undefined && !Number.isInteger(km.seed))
-            throw new SpecError(`${where}: kernel.seed must be an integer`);
-        }
-        if (step.selection !== undefined) {
-          const sel = selections.get(step.selection);
-          if (!sel)
-            throw new SpecError(
-              `${where}: selection '${step.selection}' is not a select step's output`,
-            );
-          if (
-            sel.blockKV !== block ||
-            sel.spec.seqKV !== seqKV ||
-            sel.spec.seqQ !== q[2] ||
-            sel.spec.headsQ !== q[1]
-          )
-            throw new SpecError(
-              `${where}: selection '${step.selection}' must select blocks of ${block} of ${seqKV} keys for ${q[1]} heads × ${q[2]} queries`,
-            );
-          if (step.selectionMode !== 'exclude' && step.selectionMode !== 'only')
-            throw new SpecError(`${where}: selectionMode must be 'exclude' or 'only'`);
-        } else if (step.selectionMode !== undefined) {
-          throw new SpecError(`${where}: selectionMode needs a selection`);
-        }
-        define(where, step.out, 'tensor', [q[0], q[1], q[2], v[3]]);
-        if (step.lse !== undefined) define(where, step.lse, 'tensor', [q[0], q[1], q[2], 1]);
-        break;
-      }
-      case 'merge': {
-        if (!Array.isArray(step.branches) || step.branches.length < 2)
-          throw new SpecError(`${where}: branches must list at least two { out, lse }`);
-        const first = tensorOf(where, 'branches[0].out', step.branches[0]?.out);
-        step.branches.forEach((br: MergeStep['branches'][number], j: number) => {
-          expect(where, `branches[${j}].out`, tensorOf(where, `branches[${j}].out`, br.out), first);
-          expect(where, `branches[${j}].lse`, tensorOf(where, `branches[${j}].lse`, br.lse), [
-            first[0],
-            first[1],
-            first[2],
-            1,
-          ]);
-        });
-        define(where, step.out, 'tensor', first);
-        if (step.lse !== undefined)
-          define(where, step.lse, 'tensor', [first[0], first[1], first[2], 1]);
-        break;
-      }
-      case 'subtract': {
-        const w = tensorOf(where, 'whole.out', step.whole?.out);
-        const rowShape = [w[0], w[1], w[2], 1];
-        expect(where, 'whole.lse', tensorOf(where, 'whole.lse', step.whole.lse), rowShape);
-        expect(where, 'part.out', tensorOf(where, 'part.out', step.part?.out), w);
-        expect(where, 'part.lse', tensorOf(where, 'part.lse', step.part.lse), rowShape);
-        define(where, step.out, 'tensor', w);
-        if (step.lse !== undefined) define(where, step.lse, 'tensor', rowShape as unknown as Shape);
-        break;
-      }
-      case 'gate': {
-        if (!Array.isArray(step.branches) || step.branches.length < 1)
-          throw new SpecError(`${where}: branches must list at least one tensor`);
-        const first = tensorOf(where, 'branches[0]', step.branches[0]);
-        step.branches.forEach((br: string, j: number) => {
-          expect(where, `branches[${j}]`, tensorOf(where, `branches[${j}]`, br), first);
-        });
-        const x = tensorOf(where, 'x', step.x);
-        if (x[0] !== first[0] || x[1] !== first[1] || x[2] !== first[2])
-          throw new SpecError(
-            `${where}: x must have shape [${first[0]}, ${first[1]}, ${first[2]}, cols] (got ${fmt(x)})`,
-          );
-        const nb = step.branches.length;
-        expect(where, 'weight', tensorOf(where, 'weight', step.weight), [1, nb, x[1], x[3]]);
-        expect(where, 'bias', tensorOf(where, 'bias', step.bias), [1, 1, nb, x[1]]);
-        define(where, step.out, 'tensor', first);
-        break;
-      }
-    }
+    definitionOf(step).check(step, where, c);
   });
 
   if (!Array.isArray(config.outputs) || config.outputs.length === 0)
     throw new SpecError('program needs at least one output');
   for (const o of config.outputs) {
-    if (kinds.get(o) !== 'tensor')
+    if (c.kinds.get(o) !== 'tensor')
       throw new SpecError(`output '${String(o)}' is not a tensor the program defines`);
   }
   const lastUse = livenessOf(config.steps, new Set(config.outputs));
@@ -611,55 +661,19 @@ export function defineProgram(config: ProgramConfig): Program {
     inputs: Object.freeze({ ...config.inputs }),
     steps: Object.freeze([...config.steps]),
     outputs: Object.freeze([...config.outputs]),
-    shapes: Object.freeze(shapes),
+    shapes: Object.freeze(c.shapes),
     lastUse,
   });
 }
 
 /** Names every step reads. */
 export function stepReads(step: ProgramStep): string[] {
-  switch (step.op) {
-    case 'pool':
-      return [step.x, ...(step.weights ? [step.weights] : [])];
-    case 'project':
-      return [step.x, step.matrix];
-    case 'dense':
-      return [step.x, step.weight, ...(step.bias ? [step.bias] : [])];
-    case 'select':
-      return [step.q, step.k];
-    case 'group':
-      return [step.x, step.centroids];
-    case 'attend':
-      return [
-        step.q,
-        step.k,
-        step.v,
-        ...(step.selection ? [step.selection] : []),
-        ...(step.groupQ ? [step.groupQ] : []),
-        ...(step.groupKV ? [step.groupKV] : []),
-      ];
-    case 'compressed':
-      return [step.q, step.k, step.v, ...(step.selection ? [step.selection] : [])];
-    case 'merge':
-      return step.branches.flatMap((b) => [b.out, b.lse]);
-    case 'subtract':
-      return [step.whole.out, step.whole.lse, step.part.out, step.part.lse];
-    case 'gate':
-      return [step.x, step.weight, step.bias, ...step.branches];
-  }
+  return definitionOf(step).reads(step);
 }
 
 /** Names every step writes. */
 export function stepWrites(step: ProgramStep): string[] {
-  switch (step.op) {
-    case 'attend':
-    case 'compressed':
-    case 'merge':
-    case 'subtract':
-      return [step.out, ...(step.lse ? [step.lse] : [])];
-    default:
-      return [step.out];
-  }
+  return definitionOf(step).writes(step);
 }
 
 function livenessOf(steps: readonly ProgramStep[], keep: ReadonlySet<string>): string[][] {
