@@ -1,8 +1,13 @@
 """Peers for tessera-bench: PyTorch SDPA and FlexAttention on the cases the CLI sends on stdin.
 
-Reads {"warmup", "repeat", "cases": [{id, variant, seq, batch, heads, headsKV, dim, dtype, peer}]}
-and prints one JSON object per (case, peer) on stdout. Times are CUDA-event medians over
-`repeat` runs after `warmup`, with two input sets used in turn.
+Reads {"warmup", "repeat", "backward", "cases": [{id, variant, seq, batch, heads, headsKV, dim,
+dtype, peer}]} and prints one JSON object per (case, peer, mode) on stdout. Times are CUDA-event
+medians over `repeat` runs after `warmup`, with two input sets used in turn.
+
+With "backward": true each peer is also timed forward + backward (torch.autograd.grad of q, k, v
+and of any learnable captured tensor, with a seeded dOut) and forward alone under the same
+autograd conditions; the backward time is the difference of the two medians (mode "backward").
+A run that takes over a second is repeated fewer times (at least 2; about 30 s in all).
 """
 import json
 import sys
@@ -35,6 +40,67 @@ def time_ms(fn, warmup, repeat):
     return q(0.5), q(0.1), q(0.9)
 
 
+def event_ms(fn):
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def time_ms_budget(fn, warmup, repeat, slow_ms=1000.0, budget_ms=30000.0):
+    """Like time_ms, but a run slower than slow_ms (after the first, which compiles) cuts the
+    warm-up short and the timed runs to about budget_ms in all (at least 2). Returns n too."""
+    torch.cuda.synchronize()
+    last = 0.0
+    for i in range(max(warmup, 1)):
+        last = event_ms(lambda: fn(i))
+        if i >= 1 and last > slow_ms:
+            break
+    if last > slow_ms:
+        repeat = max(2, min(repeat, int(budget_ms // last)))
+    times = sorted(event_ms(lambda i=i: fn(i)) for i in range(repeat))
+    q = lambda p: times[min(len(times) - 1, int(round(p * (len(times) - 1))))]
+    return q(0.5), q(0.1), q(0.9), len(times)
+
+
+def backward_peer(name, attend, sets, learnable, cfg, common):
+    """Times attend(q, k, v, *learnable) forward alone and forward + backward; emits mode backward."""
+    try:
+        gen = torch.Generator(device="cuda").manual_seed(2)
+        grad_sets = []
+        for q, k, v in sets:
+            leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+            leaves += [t.detach().clone().requires_grad_(True) for t in learnable]
+            d_out = torch.rand(q.shape[:-1] + (v.shape[-1],), device="cuda", dtype=torch.float32,
+                               generator=gen).mul_(2).sub_(1).to(q.dtype)
+            grad_sets.append((leaves, d_out))
+
+        def fwd(i):
+            leaves, _ = grad_sets[i % 2]
+            attend(*leaves)
+
+        def fwd_bwd(i):
+            leaves, d_out = grad_sets[i % 2]
+            out = attend(*leaves)
+            torch.autograd.grad(out, leaves, d_out)
+
+        f, _, _, nf = time_ms_budget(fwd, cfg["warmup"], cfg["repeat"])
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fwd_bwd(0)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - before
+        fb, p10, p90, nfb = time_ms_budget(fwd_bwd, cfg["warmup"], cfg["repeat"])
+        emit(peer=name, mode="backward", status="ok", ms=fb - f, fwdMs=f, fwdBwdMs=fb, p10=p10,
+             p90=p90, n=min(nf, nfb), peakExtraBytes=peak, **common)
+    except Exception as e:  # noqa: BLE001
+        emit(peer=name, mode="backward", status="failed", message=str(e)[:300], **common)
+
+
 def block_mask_from_layout(peer, n):
     """FlexAttention's BlockMask from our layout: every listed block is full, the rest skipped."""
     from torch.nn.attention.flex_attention import BlockMask
@@ -53,12 +119,17 @@ def block_mask_from_layout(peer, n):
 
 def mask_mod_for(peer):
     kind = peer["kind"]
-    if kind == "causal":
+    if kind in ("causal", "causal-alibi"):
         return lambda b, h, q, kv: q >= kv
     if kind == "sliding-window":
         w = peer["window"]
         return lambda b, h, q, kv: (q >= kv) & (q - kv < w)
     return None
+
+
+def alibi_score_mod(slopes):
+    """Per-head ALiBi over a captured tensor, as our spec writes it: score - slope[h] * (q - kv)."""
+    return lambda score, b, h, q, kv: score - slopes[h] * (q - kv)
 
 
 def main():
@@ -73,6 +144,7 @@ def main():
     except Exception as e:  # noqa: BLE001 - report and go on with SDPA alone
         flex = None
         flex_error = str(e)
+    backward = cfg.get("backward", False)
     for c in cfg["cases"]:
         dt = DTYPES[c["dtype"]]
         B, H, HK, N, D = c["batch"], c["heads"], c["headsKV"], c["seq"], c["dim"]
@@ -95,13 +167,22 @@ def main():
                 emit(peer="sdpa", status="ok", ms=m, p10=p10, p90=p90, **common)
             except Exception as e:  # noqa: BLE001
                 emit(peer="sdpa", status="failed", message=str(e)[:300], **common)
+            if backward:
+                sdpa = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+                backward_peer("sdpa", sdpa, sets, [], cfg, common)
         mm = mask_mod_for(c["peer"])
         from_layout = kind == "block-layout"
         if mm is None and not from_layout:
             continue
         if flex is None:
             emit(peer="flex", status="unsupported", message=flex_error[:300], **common)
+            if backward:
+                emit(peer="flex", mode="backward", status="unsupported", message=flex_error[:300], **common)
             continue
+        slopes = None
+        if kind == "causal-alibi":
+            slopes = torch.tensor(c["peer"]["slopes"], dtype=torch.float32, device="cuda")
+        block_mask = None
         try:
             torch.cuda.synchronize()
             start = torch.cuda.Event(enable_timing=True)
@@ -114,11 +195,32 @@ def main():
             end.record()
             end.synchronize()
             build_ms = start.elapsed_time(end)
-            fn = lambda i: flex(*sets[i % 2], block_mask=block_mask, enable_gqa=gqa)
+            if slopes is None:
+                fn = lambda i: flex(*sets[i % 2], block_mask=block_mask, enable_gqa=gqa)
+            else:
+                score_mod = alibi_score_mod(slopes)
+                fn = lambda i: flex(*sets[i % 2], score_mod=score_mod, block_mask=block_mask, enable_gqa=gqa)
             m, p10, p90 = time_ms(fn, cfg["warmup"], cfg["repeat"])
             emit(peer="flex", status="ok", ms=m, p10=p10, p90=p90, maskBuildMs=build_ms, **common)
         except Exception as e:  # noqa: BLE001
             emit(peer="flex", status="failed", message=str(e)[:300], **common)
+        if not backward:
+            continue
+        if block_mask is None:
+            emit(peer="flex", mode="backward", status="failed", message="no block mask (see the forward)", **common)
+        elif slopes is None:
+            attend = lambda q, k, v: flex(q, k, v, block_mask=block_mask, enable_gqa=gqa)
+            backward_peer("flex", attend, sets, [], cfg, common)
+        else:
+            # The slopes are a leaf with requires_grad; one score_mod per leaf, so compiled graphs are reused.
+            mods = {}
+
+            def attend(q, k, v, s, mods=mods, block_mask=block_mask, gqa=gqa):
+                if id(s) not in mods:
+                    mods[id(s)] = alibi_score_mod(s)
+                return flex(q, k, v, score_mod=mods[id(s)], block_mask=block_mask, enable_gqa=gqa)
+
+            backward_peer("flex", attend, sets, [slopes], cfg, common)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,19 @@
 export { BACKENDS, type BackendName, loadBackend, loadBest } from './backends.js';
+export {
+  BACKWARD_FLOP_FACTOR,
+  type BackwardBenchmarking,
+  type BackwardCaseResult,
+  type BackwardOptions,
+  type BackwardResult,
+  backwardFlops,
+  backwardInputs,
+  forwardFlops,
+  type GradientErrors,
+  type GradientReference,
+  gradientErrors,
+  measureBackward,
+  relL2,
+} from './backward.js';
 export { main } from './main.js';
 export {
   type CaseResult,
@@ -12,7 +27,9 @@ export {
 export { type PeerResult, peerScript, runPeers } from './peers.js';
 export { type BenchReport, markdown, renderSvg, SCHEMA_VERSION, writeReport } from './report.js';
 export {
+  alibiSlopes,
   type BenchCase,
+  type BuildOptions,
   buildCases,
   type PeerMask,
   registerMaker,

@@ -1,10 +1,11 @@
 import { join, resolve } from 'node:path';
 import type { AttentionBackend, Dtype } from '@tessera/core';
-import { referenceRows } from '@tessera/cpu';
+import { createCpuBackend, referenceRows } from '@tessera/cpu';
 import { SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { BACKENDS, type BackendName, loadBackend, loadBest } from './backends.js';
-import { type CaseResult, measureCase } from './measure.js';
+import { type BackwardCaseResult, type GradientReference, measureBackward } from './backward.js';
+import { measureCase } from './measure.js';
 import { type PeerResult, runPeers } from './peers.js';
 import { type BenchReport, markdown, SCHEMA_VERSION, writeReport } from './report.js';
 import './patterns.js';
@@ -42,6 +43,8 @@ interface Flags {
   fixture?: string;
   bidirectional: boolean;
   systems?: string;
+  backward: boolean;
+  gradCheckSeq: number;
 }
 
 const int = (flag: string) => (v: string) => {
@@ -122,6 +125,17 @@ export async function main(argv: string[]): Promise<number> {
       int('--sample-rows'),
       8,
     )
+    .option(
+      '--backward',
+      'also measure each case backward: forward+backward, backward TFLOP/s (2.5× forward FLOPs), memory, gradient error (and the peers backward with --peers)',
+      false,
+    )
+    .option(
+      '--grad-check-seq <n>',
+      'backward mode: gradients are checked against the f64 CPU on the same case at min(seq, n) tokens',
+      int('--grad-check-seq'),
+      256,
+    )
     .option('--no-progress', 'no progress bar')
     .option(
       '--fixture <dir>',
@@ -184,6 +198,7 @@ export async function main(argv: string[]): Promise<number> {
     suites.filter((x) => x !== 'variants'),
     seqs,
     shape,
+    { backward: flags.backward },
   );
 
   if (flags.emit) {
@@ -206,19 +221,27 @@ export async function main(argv: string[]): Promise<number> {
       : null;
   bar?.start(cases.length * backends.length, 0, { case: '' });
   const perBackend: BenchReport['backends'][number][] = [];
+  const gradReference = flags.backward ? await cpuGradients() : undefined;
   for (const b of backends) {
-    const results: CaseResult[] = [];
+    const results: BackwardCaseResult[] = [];
     for (const c of cases) {
       bar?.update({ case: `${b.name} ${c.id}` });
-      results.push(
-        await measureCase(b, c, {
-          warmup: flags.warmup,
-          repeat,
-          baseline: flags.baseline,
-          sampleRows: flags.sampleRows,
-          reference: referenceRows,
-        }),
-      );
+      const forward = await measureCase(b, c, {
+        warmup: flags.warmup,
+        repeat,
+        baseline: flags.baseline,
+        sampleRows: flags.sampleRows,
+        reference: referenceRows,
+      });
+      const backward = flags.backward
+        ? await measureBackward(b, c, {
+            warmup: flags.warmup,
+            repeat,
+            checkSeq: flags.gradCheckSeq,
+            ...(gradReference ? { reference: gradReference } : {}),
+          })
+        : undefined;
+      results.push(backward ? { ...forward, backward } : forward);
       bar?.increment();
     }
     perBackend.push({ name: b.name, device: b.device, results });
@@ -275,7 +298,11 @@ export async function main(argv: string[]): Promise<number> {
 
   let peers: PeerResult[] = [];
   if (flags.peers) {
-    const r = runPeers(cases, { warmup: Math.max(flags.warmup, 3), repeat });
+    const r = runPeers(cases, {
+      warmup: Math.max(flags.warmup, 3),
+      repeat,
+      backward: flags.backward,
+    });
     if (r.error) console.error(`note: ${r.error}`);
     peers = r.results;
   }
@@ -324,8 +351,29 @@ export async function main(argv: string[]): Promise<number> {
     .flatMap((b) => b.results.flatMap((r) => r.strategies))
     .filter((s) => s.status === 'failed');
   for (const f of failed) console.error(`failed: ${f.message}`);
+  const failedBackward = perBackend.flatMap((b) =>
+    b.results.flatMap((r) => {
+      const k = r.backward;
+      if (k?.status === 'failed') return [`${b.name} ${r.id} backward: ${k.message}`];
+      if (k?.gradError?.status === 'failed')
+        return [`${b.name} ${r.id} gradient check: ${k.gradError.message}`];
+      return [];
+    }),
+  );
+  for (const f of failedBackward) console.error(`failed: ${f}`);
   const failedVariants = variantReports.flatMap((v) => v.rows.filter((r) => r.status === 'failed'));
   for (const f of failedVariants)
     console.error(`failed: ${f.system} ${f.source} ${f.seq}: ${f.message}`);
-  return failed.length + failedVariants.length > 0 ? 1 : 0;
+  return failed.length + failedBackward.length + failedVariants.length > 0 ? 1 : 0;
+}
+
+/** The cpu backend's f64 backward, the reference for gradient errors; undefined where it has none. */
+async function cpuGradients(): Promise<GradientReference | undefined> {
+  const cpu = await createCpuBackend();
+  const backward = cpu.backward?.bind(cpu);
+  if (!backward) {
+    console.error('note: the cpu backend has no backward(): gradient errors are not checked');
+    return undefined;
+  }
+  return (spec, inputs) => backward(spec, inputs);
 }

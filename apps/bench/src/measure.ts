@@ -61,6 +61,8 @@ export interface CaseResult {
   readonly dtype: string;
   readonly density: number;
   readonly computedPairs: number;
+  /** Backward mode: the variant this case's backward is compared with (BenchCase.backwardRelativeTo). */
+  readonly backwardRelativeTo?: string;
   readonly strategies: StrategyResult[];
 }
 
@@ -222,6 +224,7 @@ export async function measureCase(
     dtype: spec.dtype,
     density: spec.kernel.type === 'softmax' ? tiled.density : 1,
     computedPairs: tiled.computedPairs,
+    ...(c.backwardRelativeTo ? { backwardRelativeTo: c.backwardRelativeTo } : {}),
     strategies: results,
   };
 }

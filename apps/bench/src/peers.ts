@@ -10,7 +10,14 @@ export interface PeerResult {
   /** 'sdpa' (PyTorch scaled_dot_product_attention) or 'flex' (FlexAttention with a block mask). */
   readonly peer: string;
   readonly status: 'ok' | 'unsupported' | 'failed';
+  /** 'forward' (absent in older reports) or 'backward': then ms is fwdBwdMs − fwdMs. */
+  readonly mode?: 'forward' | 'backward';
   readonly ms?: number;
+  /** Backward mode: medians of the forward alone and of forward + backward (autograd.grad). */
+  readonly fwdMs?: number;
+  readonly fwdBwdMs?: number;
+  /** Timed runs behind the medians (fewer than asked where one run takes seconds). */
+  readonly n?: number;
   readonly p10?: number;
   readonly p90?: number;
   /** FlexAttention's block-mask construction, timed separately. */
@@ -30,14 +37,16 @@ export const peerScript = join(
 /**
  * Runs PyTorch SDPA and FlexAttention on the same shapes, masks and dtype, timed with CUDA
  * events in the same process run. Returns a clear failure when python3 or torch+CUDA is missing.
+ * With `backward`, each peer is also timed forward + backward (results with mode 'backward').
  */
 export function runPeers(
   cases: readonly BenchCase[],
-  options: { warmup: number; repeat: number; python?: string },
+  options: { warmup: number; repeat: number; python?: string; backward?: boolean },
 ): { results: PeerResult[]; error?: string } {
   const payload = {
     warmup: options.warmup,
     repeat: options.repeat,
+    backward: options.backward ?? false,
     cases: cases
       .filter((c) => c.peer !== null)
       .map((c) => ({

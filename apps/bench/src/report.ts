@@ -2,7 +2,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
-import type { CaseResult, StrategyResult } from './measure.js';
+import type { BackwardCaseResult, BackwardResult } from './backward.js';
+import type { StrategyResult } from './measure.js';
 import type { PeerResult } from './peers.js';
 import { formatBytes } from './units.js';
 
@@ -17,7 +18,8 @@ export interface BenchReport {
   readonly backends: readonly {
     readonly name: string;
     readonly device?: string;
-    readonly results: readonly CaseResult[];
+    /** Per case; `backward` is present in backward mode (`--backward`). */
+    readonly results: readonly BackwardCaseResult[];
   }[];
   readonly peers: readonly PeerResult[];
 }
@@ -56,7 +58,10 @@ export function markdown(report: BenchReport): string {
       const nm = r.strategies.find((s) => s.strategy === 'naive')?.ms?.median;
       const speedup = tm && nm ? `${(nm / tm).toFixed(1)}×` : '';
       const peers = report.peers
-        .filter((p) => p.caseId === r.id && p.status === 'ok' && p.ms !== undefined)
+        .filter(
+          (p) =>
+            p.caseId === r.id && p.mode !== 'backward' && p.status === 'ok' && p.ms !== undefined,
+        )
         .map(
           (p) => `${p.peer} ${fmt(p.ms, 3)} ms (${tm ? ((p.ms as number) / tm).toFixed(2) : '—'})`,
         )
@@ -66,11 +71,89 @@ export function markdown(report: BenchReport): string {
       );
     }
     lines.push('');
+    if (b.results.some((r) => r.backward)) lines.push(...backwardTable(report, b.results), '');
   }
   lines.push(
     'Memory: "extra" is memory beyond q, k, v, out and lse; `~` marks the cost model\'s estimate where the backend does not measure it.',
   );
+  if (report.backends.some((b) => b.results.some((r) => r.backward))) lines.push('', BACKWARD_NOTE);
   return lines.join('\n');
+}
+
+const BACKWARD_NOTE =
+  "Backward: bwd ms = median(forward + backward) − median(forward), for ours and the peers alike; TFLOP/s = 2.5 × the forward FLOPs (4·B·H·D per computed pair, whole visited blocks) / bwd ms, peers over the same FLOPs. Grad error: relative L2 of dq / dk / dv (and each learnable captured tensor) against the cpu backend's f64 backward, on the same case at the sequence length after `@`. Extra memory: device bytes beyond inputs, outputs and gradients where the backend reports them; peers: peak allocated beyond what was allocated before the call (out and the gradients included).";
+
+function gradCell(r: BackwardResult): string {
+  const e = r.gradError;
+  if (!e) return '';
+  if (e.status !== 'ok') return `${e.status} @${e.seq}`;
+  const parts = [e.dq, e.dk, e.dv].map((x) => (x as number).toExponential(1));
+  const grads = (e.grads ?? []).filter((x): x is number => x !== null);
+  const tensors = grads.length > 0 ? ` / T ${grads.map((x) => x.toExponential(1)).join(', ')}` : '';
+  return `${parts.join(' / ')}${tensors} @${e.seq}`;
+}
+
+function backwardTable(report: BenchReport, results: readonly BackwardCaseResult[]): string[] {
+  const lines = [
+    '#### backward',
+    '',
+    '| case | B×H×D | dtype | fwd ms | fwd+bwd ms (p10–p90) | bwd ms | bwd TFLOP/s | extra memory | grad rel. error dq / dk / dv (/ T) | timing | vs | peers bwd ms (TFLOP/s, ratio peer/ours) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  ];
+  for (const r of results) {
+    const k = r.backward;
+    if (!k) continue;
+    const shape = `${r.batch}×${r.heads}${r.headsKV !== r.heads ? `/${r.headsKV}` : ''}×${r.dim}`;
+    if (k.status !== 'ok') {
+      lines.push(
+        `| ${r.id} | ${shape} | ${r.dtype} | ${k.status}: ${(k.message ?? '').replace(/\|/g, '/').slice(0, 120)} | | | | | | | | |`,
+      );
+      continue;
+    }
+    const mem =
+      k.extraDeviceBytes != null
+        ? formatBytes(k.extraDeviceBytes)
+        : k.peakDeviceBytes != null
+          ? `peak ${formatBytes(k.peakDeviceBytes)}`
+          : 'not reported';
+    const base = k.bwdMs as number;
+    const relTo = r.backwardRelativeTo
+      ? results.find((x) => x.variant === r.backwardRelativeTo && x.seq === r.seq)
+      : undefined;
+    const vs =
+      relTo?.backward?.bwdMs && base > 0
+        ? `${(base / relTo.backward.bwdMs).toFixed(2)}× ${r.backwardRelativeTo}`
+        : '';
+    const peers = report.peers
+      .filter((p) => p.caseId === r.id && p.mode === 'backward')
+      .map((p) => {
+        if (p.status !== 'ok' || p.ms === undefined) return `${p.peer} ${p.status}`;
+        const tf = p.ms > 0 ? (k.flops / (p.ms * 1e-3) / 1e12).toPrecision(3) : '—';
+        const ratio = base > 0 ? (p.ms / base).toFixed(2) : '—';
+        const vsPeer = peerRatio(report, r, relTo, p.peer, p.ms);
+        return `${p.peer} ${fmt(p.ms, 3)} ms (${tf}, ${ratio})${vsPeer}`;
+      })
+      .join('; ');
+    lines.push(
+      `| ${r.id} | ${shape} | ${r.dtype} | ${fmt(k.fwdMs?.median, 3)} | ${fmt(k.fwdBwdMs?.median, 3)} (${fmt(k.fwdBwdMs?.p10, 3)}–${fmt(k.fwdBwdMs?.p90, 3)}) | ${fmt(base, 3)} | ${k.tflops === undefined ? '—' : k.tflops.toPrecision(3)} | ${mem} | ${gradCell(k)} | ${k.timing ?? ''} | ${vs} | ${peers} |`,
+    );
+  }
+  return lines;
+}
+
+/** A peer's backward on a case over its backward on the case it is compared with (e.g. causal). */
+function peerRatio(
+  report: BenchReport,
+  r: BackwardCaseResult,
+  relTo: BackwardCaseResult | undefined,
+  peer: string,
+  ms: number,
+): string {
+  if (!relTo) return '';
+  const other = report.peers.find(
+    (p) => p.caseId === relTo.id && p.mode === 'backward' && p.peer === peer && p.status === 'ok',
+  );
+  return other?.ms ? ` = ${(ms / other.ms).toFixed(1)}× its ${r.backwardRelativeTo}` : '';
 }
 
 interface Point {
@@ -95,11 +178,25 @@ function points(report: BenchReport): Point[] {
           bytes: s.measuredExtraBytes ?? s.estimatedExtraBytes,
         });
       }
+      const k = r.backward;
+      if (k?.status === 'ok' && k.bwdMs !== undefined && k.bwdMs > 0)
+        pts.push({
+          variant: r.variant,
+          seq: r.seq,
+          series: `${b.name} bwd`,
+          ms: k.bwdMs,
+          ...(k.extraDeviceBytes != null ? { bytes: k.extraDeviceBytes } : {}),
+        });
     }
   }
   for (const p of report.peers) {
     if (p.status === 'ok' && p.ms !== undefined)
-      pts.push({ variant: p.variant, seq: p.seq, series: p.peer, ms: p.ms });
+      pts.push({
+        variant: p.variant,
+        seq: p.seq,
+        series: p.mode === 'backward' ? `${p.peer} bwd` : p.peer,
+        ms: p.ms,
+      });
   }
   return pts;
 }
