@@ -1,4 +1,4 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 /** createWebGpuBackend: the AttentionBackend over a GPUDevice, plus device-resident tensors. */
 import {
   type AttentionBackend,

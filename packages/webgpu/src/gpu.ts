@@ -1,4 +1,4 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 /** Getting a GPUDevice: the caller's, the browser's navigator.gpu, or the `webgpu` package in Node. */
 import { UnsupportedError } from '@tessera/core';
 

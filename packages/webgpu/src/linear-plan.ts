@@ -1,4 +1,4 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 /** Plans linear-attention runs: the scratch buffer, the random feature matrix, four passes. */
 import {
   type AttentionSpec,

@@ -1,4 +1,4 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 /** Reuses device buffers of equal size and usage between runs; destroys what it holds on clear. */
 export class BufferPool {
   private readonly free = new Map<string, GPUBuffer[]>();

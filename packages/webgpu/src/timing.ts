@@ -1,4 +1,4 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 /** Timing prepared runs: GPU timestamps where the device has timestamp-query, else wall time. */
 import { MAP_READ_MODE, Usage } from './gpu.js';
 

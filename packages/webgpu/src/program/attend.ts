@@ -1,4 +1,4 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 /**
  * `attend` restricted to a selection: the spec's fused kernel walking the selection's layout buffer
  * instead of the static one (one slice per batch and query head). The kernel's KV tile is the

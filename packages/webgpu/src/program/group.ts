@@ -1,4 +1,4 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 /**
  * The `group` step and grouped `attend` on the host side: buffers and launches. The grouping's
  * buffer is written by the route and sort kernels (group-kernel.ts) and read only by the grouped

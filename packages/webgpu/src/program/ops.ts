@@ -1,4 +1,4 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 /**
  * The WebGPU backend's ProgramOps: every value (tensor, selection, grouping) is a GPU buffer kept
  * on the device; each step

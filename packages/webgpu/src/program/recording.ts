@@ -1,4 +1,4 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 /** One step's command encoder, the buffers it allocates and the temporaries it frees after. */
 import type { Shape } from '@tessera/core';
 import type { PlanContext } from '../backend.js';

@@ -1,4 +1,4 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 /**
  * The `select` step on the host side: the static candidate layout (uploaded once per spec and
  * block sizes), the data-independent row starts of the selection, and the select kernel's launch.

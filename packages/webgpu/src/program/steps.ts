@@ -1,4 +1,4 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 /** Each program step recorded into one command encoder: resolve inputs, allocate, dispatch. */
 import type {
   AttendStep,

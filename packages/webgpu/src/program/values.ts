@@ -1,4 +1,4 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 /** What the WebGPU program ops hold: f32 tensors, block selections and groupings, all GPU buffers. */
 import type { SelectStep, Shape } from '@tessera/core';
 
