@@ -67,6 +67,11 @@ export interface BackwardOptions {
   readonly checkSeq: number;
   /** Undefined where no reference backward is available (the error is then reported missing). */
   readonly reference?: GradientReference;
+  /**
+   * Checks already made, by backend and checked case id: cases longer than checkSeq share one
+   * check shape (causal/4k and causal/16k are both checked as causal/256), so it runs once.
+   */
+  readonly checked?: Map<string, GradientErrors>;
 }
 
 export interface GradientErrors {
@@ -177,13 +182,28 @@ async function checkGradients(
       seq,
       message: 'no reference backward (the cpu backend has none)',
     };
+  const checkCase = seq === c.seq ? c : c.atSeq(seq);
+  const key = `${backend.name} ${checkCase.id}`;
+  const known = opts.checked?.get(key);
+  if (known) return known;
+  const errors = await compareWithReference(backend, checkCase, opts.reference);
+  opts.checked?.set(key, errors);
+  return errors;
+}
+
+async function compareWithReference(
+  backend: AttentionBackend & Required<Pick<AttentionBackend, 'backward'>>,
+  c: BenchCase,
+  reference: GradientReference,
+): Promise<GradientErrors> {
+  const seq = c.seq;
   try {
-    const spec = (seq === c.seq ? c : c.atSeq(seq)).build();
+    const spec = c.build();
     const { dOut, ...qkv } = backwardInputs(spec, 3);
     const fwd = await backend.run(spec, qkv);
     const inputs: BackwardInputs = { ...qkv, out: fwd.out, lse: fwd.lse, dOut };
     const got = await backend.backward(spec, inputs);
-    const want = await opts.reference(spec, inputs);
+    const want = await reference(spec, inputs);
     return gradientErrors(got, want, seq);
   } catch (e) {
     return { status: 'failed', seq, message: (e as Error).message };

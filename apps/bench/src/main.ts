@@ -4,7 +4,12 @@ import { createCpuBackend, referenceRows } from '@tessera/cpu';
 import { SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { BACKENDS, type BackendName, loadBackend, loadBest } from './backends.js';
-import { type BackwardCaseResult, type GradientReference, measureBackward } from './backward.js';
+import {
+  type BackwardCaseResult,
+  type GradientErrors,
+  type GradientReference,
+  measureBackward,
+} from './backward.js';
 import { measureCase } from './measure.js';
 import { type PeerResult, runPeers } from './peers.js';
 import { type BenchReport, markdown, SCHEMA_VERSION, writeReport } from './report.js';
@@ -222,6 +227,7 @@ export async function main(argv: string[]): Promise<number> {
   bar?.start(cases.length * backends.length, 0, { case: '' });
   const perBackend: BenchReport['backends'][number][] = [];
   const gradReference = flags.backward ? await cpuGradients() : undefined;
+  const checked = new Map<string, GradientErrors>();
   for (const b of backends) {
     const results: BackwardCaseResult[] = [];
     for (const c of cases) {
@@ -238,6 +244,7 @@ export async function main(argv: string[]): Promise<number> {
             warmup: flags.warmup,
             repeat,
             checkSeq: flags.gradCheckSeq,
+            checked,
             ...(gradReference ? { reference: gradReference } : {}),
           })
         : undefined;

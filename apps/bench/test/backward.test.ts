@@ -11,6 +11,7 @@ import { createCpuBackend, referenceRows } from '@tessera/cpu';
 import { describe, expect, it, vi } from 'vitest';
 import {
   alibiSlopes,
+  type BackwardBenchmarking,
   type BackwardCaseResult,
   backwardFlops,
   buildCases,
@@ -202,6 +203,59 @@ describe('measureBackward on the cpu backend', () => {
     expect(r.gradError?.seq).toBe(48);
     expect(r.gradError?.dq).toBeGreaterThan(0.1);
     expect(r.gradError?.dk).toBe(0);
+  });
+
+  it("uses a backend's device timing for backward where it offers one, and checks each shape once", async () => {
+    const cpu = await createCpuBackend();
+    const calls: number[] = [];
+    const device: AttentionBackend & BackwardBenchmarking = {
+      name: 'timed',
+      run: (spec, inputs, options) => cpu.run(spec, inputs, options),
+      backward: (spec, inputs, options) =>
+        (cpu.backward as NonNullable<AttentionBackend['backward']>)(spec, inputs, options),
+      benchmark: async (spec, sets, options) => ({
+        timesMs: Array.from({ length: options.repeat }, () => 2),
+        timing: 'device',
+        outputs: await cpu.run(spec, sets[0] as (typeof sets)[number]),
+      }),
+      benchmarkBackward: async (_spec, sets, options) => {
+        calls.push(sets.length);
+        return {
+          timesMs: [5, 7, 6].slice(0, options.repeat),
+          timing: 'device',
+          extraDeviceBytes: 4096,
+        };
+      },
+      dispose: async () => {},
+    };
+    const checked = new Map();
+    let references = 0;
+    const reference = async (spec: AttentionSpec, inputs: BackwardInputs) => {
+      references++;
+      return (cpu.backward as NonNullable<AttentionBackend['backward']>)(spec, inputs);
+    };
+    const results = [];
+    for (const c of buildCases(['causal'], [64, 96], shape))
+      results.push(
+        await measureBackward(device, c, {
+          warmup: 0,
+          repeat: 3,
+          checkSeq: 32,
+          reference,
+          checked,
+        }),
+      );
+    expect(calls).toEqual([2, 2]);
+    expect(references).toBe(1);
+    for (const r of results) {
+      expect(r.timing).toBe('device');
+      expect(r.bwdMs).toBe(6);
+      expect(r.fwdMs?.median).toBe(2);
+      expect(r.fwdBwdMs?.median).toBe(8);
+      expect(r.extraDeviceBytes).toBe(4096);
+      expect(r.tflops).toBeCloseTo(r.flops / 6e-3 / 1e12, 12);
+      expect(r.gradError?.seq).toBe(32);
+    }
   });
 
   it('reports a backend without backward, and a missing reference, instead of failing', async () => {
