@@ -1,8 +1,10 @@
 import {
   type AttentionBackend,
+  type AttentionGradients,
   type AttentionInputs,
   type AttentionOutputs,
   type AttentionSpec,
+  type BackwardInputs,
   estimateCost,
   featureDim,
   InputError,
@@ -12,9 +14,11 @@ import {
   type Strategy,
   blockLayout as specBlockLayout,
   UnsupportedError,
+  validateBackwardInputs,
   validateInputs,
 } from '@tessera/core';
 import { attendCpu, compile } from './attend.js';
+import { backwardCpu, backwardNaiveBytes, toFloat32 } from './backward/index.js';
 import { cpuProgramOps } from './program.js';
 
 export interface CpuBackendOptions {
@@ -27,13 +31,16 @@ export interface CpuBackendOptions {
 
 export const DEFAULT_MAX_NAIVE_BYTES = 2 * 1024 ** 3;
 
-function checkOptions(options: RunOptions): {
+function checkOptions(
+  options: RunOptions,
+  method: 'run' | 'backward',
+): {
   strategy: Strategy;
   blockQ?: number;
   blockKV?: number;
 } {
   if (typeof options !== 'object' || options === null)
-    throw new InputError('run() options must be an object { strategy?, blockQ?, blockKV? }');
+    throw new InputError(`${method}() options must be an object { strategy?, blockQ?, blockKV? }`);
   const strategy = options.strategy ?? 'tiled';
   if (strategy !== 'tiled' && strategy !== 'naive') {
     throw new InputError(
@@ -70,6 +77,14 @@ function checkNaiveMemory(spec: AttentionSpec, limit: number): void {
   );
 }
 
+function checkBackwardNaiveMemory(spec: AttentionSpec, limit: number): void {
+  const bytes = backwardNaiveBytes(spec);
+  if (bytes <= limit) return;
+  throw new ResourceLimitError(
+    `backward with strategy 'naive' would allocate ${gb(bytes)} GB (two ${spec.seqQ} × ${spec.seqKV} f64 matrices per (batch, head)) but the cpu backend's maxNaiveBytes is ${gb(limit)} GB: use strategy 'tiled', or raise maxNaiveBytes`,
+  );
+}
+
 /**
  * The reference backend: every spec of the IR, in JavaScript with f64 accumulation. Strategy
  * 'tiled' (default) walks the block layout and never allocates an N×N buffer; 'naive'
@@ -96,15 +111,30 @@ export async function createCpuBackend(
     if (disposed) throw new UnsupportedError('this cpu backend was disposed');
     compile(spec); // the spec is checked before its inputs
     validateInputs(spec, inputs);
-    const { strategy, blockQ, blockKV } = checkOptions(runOptions);
+    const { strategy, blockQ, blockKV } = checkOptions(runOptions, 'run');
     if (strategy === 'naive') checkNaiveMemory(spec, maxNaiveBytes);
     return attendCpu(spec, inputs, strategy, (s) => specBlockLayout(s, { blockQ, blockKV }));
+  };
+
+  const backward = async (
+    spec: AttentionSpec,
+    inputs: BackwardInputs,
+    runOptions: RunOptions = {},
+  ): Promise<AttentionGradients> => {
+    if (disposed) throw new UnsupportedError('this cpu backend was disposed');
+    compile(spec); // the spec is checked before its inputs
+    validateBackwardInputs(spec, inputs);
+    const { strategy, blockQ, blockKV } = checkOptions(runOptions, 'backward');
+    if (strategy === 'naive') checkBackwardNaiveMemory(spec, maxNaiveBytes);
+    const layout = (s: AttentionSpec) => specBlockLayout(s, { blockQ, blockKV });
+    return toFloat32(backwardCpu(spec, inputs, strategy, layout));
   };
 
   return {
     name: 'cpu',
     device: 'CPU (JavaScript, f64 accumulation)',
     run,
+    backward,
     program: cpuProgramOps(() => {
       if (disposed) throw new UnsupportedError('this cpu backend was disposed');
     }),

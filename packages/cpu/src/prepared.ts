@@ -35,3 +35,26 @@ export function badScore(
     `score modification '${spec.scoreMod.name}' gave ${value} at ${where} (score ${at.score}): it must give a finite value or -Infinity (= masked)`,
   );
 }
+
+/** What the backward kernels read: the forward's inputs (rounded) and outputs, and ∂loss/∂out. */
+export interface BackwardPrepared extends Omit<Prepared, 'inputs'> {
+  readonly inputs: {
+    /** q, k, v rounded to the spec's dtype. */
+    readonly q: Float32Array;
+    readonly k: Float32Array;
+    readonly v: Float32Array;
+    /** f32 from the caller; the tests also pass f64 outputs of an exact forward. */
+    readonly out: ArrayLike<number>;
+    readonly lse: ArrayLike<number>;
+    readonly dOut: ArrayLike<number>;
+  };
+}
+
+/** Gradients as the backward kernels accumulate them, in f64 (the façade returns f32). */
+export interface Gradients64 {
+  readonly dq: Float64Array;
+  readonly dk: Float64Array;
+  readonly dv: Float64Array;
+  /** By tensor slot; null for slots the score modification's gradient does not reach. */
+  readonly grads: readonly (Float64Array | null)[];
+}

@@ -170,7 +170,7 @@ function index(
 }
 
 /** Feature map φ of a linear kernel, unstabilised, straight from the formulas in core's features.ts. */
-function featureMap(spec: AttentionSpec): (x: number[]) => number[] {
+export function featureMap(spec: AttentionSpec): (x: number[]) => number[] {
   const k = spec.kernel;
   if (k.type !== 'linear') throw new Error('not linear');
   const D = spec.headDim;
