@@ -1,5 +1,5 @@
 import { InputError } from './errors.js';
-import { type AttentionSpec, tensorSizes } from './spec.js';
+import { type AttentionSpec, assertSpec, tensorSizes } from './spec.js';
 
 /** Query, key and value tensors as Float32Array, in the spec's layout (BHSD by default). */
 export interface AttentionInputs {
@@ -20,6 +20,7 @@ export interface AttentionOutputs {
  * (not propagated), so every backend behaves the same. Throws InputError naming the tensor.
  */
 export function validateInputs(spec: AttentionSpec, inputs: AttentionInputs): void {
+  assertSpec(spec, 'validateInputs()');
   if (typeof inputs !== 'object' || inputs === null)
     throw new InputError('inputs must be an object { q, k, v }');
   const sizes = tensorSizes(spec);

@@ -114,6 +114,14 @@ export function compileMask(mask: Mask): (b: number, h: number, q: number, kv: n
 }
 
 export const isMask = (x: unknown): x is Mask =>
-  typeof x === 'object' && x !== null && (x as Mask).kind === 'mask';
+  typeof x === 'object' &&
+  x !== null &&
+  (x as Mask).kind === 'mask' &&
+  (x as Mask).expr instanceof Expr &&
+  (x as Mask).expr.type === 'bool';
 export const isScoreMod = (x: unknown): x is ScoreMod =>
-  typeof x === 'object' && x !== null && (x as ScoreMod).kind === 'scoreMod';
+  typeof x === 'object' &&
+  x !== null &&
+  (x as ScoreMod).kind === 'scoreMod' &&
+  (x as ScoreMod).expr instanceof Expr &&
+  (x as ScoreMod).expr.type === 'f32';

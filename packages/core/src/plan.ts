@@ -1,6 +1,6 @@
 import { SpecError } from './errors.js';
 import { type BlockLayout, deriveBlockLayout, type LayoutContext, layoutStats } from './layout.js';
-import { type AttentionSpec, analyticLayoutOf } from './spec.js';
+import { type AttentionSpec, analyticLayoutOf, assertSpec } from './spec.js';
 
 export const DEFAULT_BLOCK = 64;
 
@@ -11,6 +11,7 @@ export function layoutContext(
   spec: AttentionSpec,
   blocks: { blockQ?: number; blockKV?: number } = {},
 ): LayoutContext {
+  assertSpec(spec, 'layoutContext()');
   return {
     seqQ: spec.seqQ,
     seqKV: spec.seqKV,
@@ -100,6 +101,7 @@ export function estimateCost(
   spec: AttentionSpec,
   options: { strategy: Strategy; layout?: BlockLayout } = { strategy: 'tiled' },
 ): CostEstimate {
+  assertSpec(spec, 'estimateCost()');
   const { batch: B, headsQ: H, seqQ: SQ, seqKV: SK, headDim: D, headDimV: DV } = spec;
   const eb = elementBytes(spec.dtype);
   const BH = B * H;

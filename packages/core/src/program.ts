@@ -12,7 +12,7 @@
  */
 import { SpecError } from './errors.js';
 import { ceilDiv } from './layout.js';
-import { type AttentionSpec, isCausalExpr, type KernelConfig } from './spec.js';
+import { type AttentionSpec, assertSpec, isCausalExpr, type KernelConfig } from './spec.js';
 
 /** `[batch, heads, rows, cols]`. */
 export type Shape = readonly [number, number, number, number];
@@ -323,8 +323,7 @@ export class StepChecker {
       throw new SpecError(`${where}: ${field} must have shape ${fmt(want)} (got ${fmt(got)})`);
   }
   spec(where: string, spec: AttentionSpec): AttentionSpec {
-    if (typeof spec !== 'object' || spec === null || spec.version !== 1)
-      throw new SpecError(`${where}: spec must come from defineAttention()`);
+    assertSpec(spec, where);
     if (spec.layout !== 'bhsd')
       throw new SpecError(`${where}: programs use the 'bhsd' layout (spec has '${spec.layout}')`);
     return spec;

@@ -107,6 +107,35 @@ const MAX_DIM = 2147483647;
 
 const analyticLayouts = new WeakMap<AttentionSpec, AnalyticLayout>();
 
+/** Every spec defineAttention made (specFromJSON goes through it): backends run only these. */
+const madeSpecs = new WeakSet<object>();
+
+/** True when `x` is a spec made by defineAttention() or specFromJSON(), untouched since. */
+export function isAttentionSpec(x: unknown): x is AttentionSpec {
+  return typeof x === 'object' && x !== null && madeSpecs.has(x);
+}
+
+/**
+ * Throws SpecError unless `spec` was made by defineAttention() or specFromJSON(). A spec is frozen,
+ * so one that passes cannot have been edited; a copy (`{ ...spec, seqQ: 9 }`) is refused, since its
+ * hash would no longer describe it and a kernel cached under that hash would run it silently wrong.
+ * `where` names the caller in the message (e.g. 'run()').
+ */
+export function assertSpec(spec: unknown, where: string): asserts spec is AttentionSpec {
+  if (isAttentionSpec(spec)) return;
+  const got =
+    spec === null
+      ? 'null'
+      : typeof spec !== 'object'
+        ? typeof spec
+        : (spec as { version?: unknown }).version === 1
+          ? 'a copy or an edit of one (build a new spec with defineAttention() instead)'
+          : 'an object that is not a spec';
+  throw new SpecError(
+    `${where} needs a spec from defineAttention() or specFromJSON() (got ${got})`,
+  );
+}
+
 /** The analytic layout the spec's mask came with, if any. */
 export function analyticLayoutOf(spec: AttentionSpec): AnalyticLayout | undefined {
   return analyticLayouts.get(spec);
@@ -136,6 +165,13 @@ function normaliseKernel(k: KernelConfig | undefined, headDim: number): KernelSp
     );
   }
   const type = oneOf('kernel.type', k.type, ['softmax', 'linear'] as const);
+  const known = type === 'softmax' ? ['type'] : ['type', 'featureMap', 'features', 'seed'];
+  for (const key of Object.keys(k)) {
+    if (!known.includes(key))
+      throw new SpecError(
+        `unknown field 'kernel.${key}' for kernel '${type}' (known: ${known.join(', ')})`,
+      );
+  }
   if (type === 'softmax') return { type: 'softmax' };
   const lin = k as { featureMap: FeatureMap; features?: number; seed?: number };
   const featureMap = oneOf('kernel.featureMap', lin.featureMap, FEATURE_MAPS);
@@ -281,6 +317,7 @@ export function defineAttention(config: AttentionConfig): AttentionSpec {
     tiling: Object.freeze(normaliseTiling(config.tiling)),
   };
   const spec: AttentionSpec = Object.freeze({ ...body, hash: hashSpec(body) });
+  madeSpecs.add(spec);
   if (config.mask?.layout) analyticLayouts.set(spec, config.mask.layout);
   return spec;
 }
@@ -352,12 +389,28 @@ export function specToJSON(spec: AttentionSpec): string {
  */
 export function specFromJSON(text: string): AttentionSpec {
   // Only expression literals (`value`) and tensor contents can hold non-finite numbers.
-  const raw = JSON.parse(text, function (this: unknown, key, v) {
-    return key === 'value' || (Array.isArray(this) && typeof v === 'string') ? decodeNumber(v) : v;
-  });
+  if (typeof text !== 'string')
+    throw new SpecError(
+      `specFromJSON() takes a JSON string (got ${text === null ? 'null' : typeof text})`,
+    );
+  let raw: // biome-ignore lint/suspicious/noExplicitAny: parsed JSON, checked field by field below
+  any;
+  try {
+    raw = JSON.parse(text, function (this: unknown, key, v) {
+      return key === 'value' || (Array.isArray(this) && typeof v === 'string')
+        ? decodeNumber(v)
+        : v;
+    });
+  } catch (e) {
+    throw new SpecError(`specFromJSON(): the text is not JSON (${(e as Error).message})`);
+  }
   if (raw?.version !== 1)
     throw new SpecError(`spec version must be 1 (got ${JSON.stringify(raw?.version)})`);
+  if (!Array.isArray(raw.tensors))
+    throw new SpecError(`spec tensors must be an array (got ${JSON.stringify(raw.tensors)})`);
   const tensors = (raw.tensors as { dtype: string; values: number[] }[]).map((t, i) => {
+    if (typeof t !== 'object' || t === null || !Array.isArray(t.values))
+      throw new SpecError(`tensors[${i}] must be { dtype, length, values: number[] }`);
     if (t.dtype === 'f32') return new TensorRef(Float32Array.from(t.values));
     if (t.dtype === 'i32') return new TensorRef(Int32Array.from(t.values));
     throw new SpecError(

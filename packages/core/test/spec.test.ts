@@ -1,19 +1,26 @@
 import { describe, expect, it } from 'vitest';
 import {
   type AttentionConfig,
+  type AttentionSpec,
+  assertSpec,
   blockLayout,
   defineAttention,
   estimateCost,
   groupSize,
+  isAttentionSpec,
+  type KernelConfig,
   kvHeadOf,
   layoutDifference,
+  type Mask,
   maskMod,
+  type ScoreMod,
   SpecError,
   scoreMod,
   specFromJSON,
   specToJSON,
   tensor,
   tensorSizes,
+  validateInputs,
   vars,
 } from '../src/index.js';
 
@@ -363,5 +370,59 @@ describe('the cost model', () => {
     const c = estimateCost(big, { strategy: 'tiled' });
     expect(c.peakExtraBytes).toBe(4 * 64 * 65);
     expect(c.flops).toBe(2 * (1 << 20) * 64 * 65 * 2);
+  });
+});
+
+describe('specs that cannot lie, and no untyped errors', () => {
+  const base = { batch: 1, headsQ: 2, seqQ: 8, headDim: 4 };
+  it('brands specs: copies and edits are refused with a SpecError naming the caller', () => {
+    const spec = defineAttention(base);
+    expect(isAttentionSpec(spec)).toBe(true);
+    expect(isAttentionSpec(specFromJSON(specToJSON(spec)))).toBe(true);
+    const edited = { ...spec, seqQ: 9 };
+    expect(isAttentionSpec(edited)).toBe(false);
+    expect(() => assertSpec(edited, 'run()')).toThrow(SpecError);
+    expect(() => assertSpec(edited, 'run()')).toThrow(
+      'run() needs a spec from defineAttention() or specFromJSON() (got a copy or an edit of one',
+    );
+    expect(() => assertSpec(null, 'run()')).toThrow('(got null)');
+    expect(() => assertSpec({}, 'run()')).toThrow('(got an object that is not a spec)');
+    expect(() => blockLayout(edited as AttentionSpec)).toThrow(SpecError);
+    expect(() => estimateCost({} as AttentionSpec)).toThrow('estimateCost() needs a spec');
+    expect(() => validateInputs(null as unknown as AttentionSpec, {} as never)).toThrow(SpecError);
+  });
+  it('rejects unknown fields inside kernel, naming the field and the known ones', () => {
+    expect(() =>
+      defineAttention({
+        ...base,
+        kernel: { type: 'linear', featureMap: 'relu', featurs: 3 } as unknown as KernelConfig,
+      }),
+    ).toThrow(
+      "unknown field 'kernel.featurs' for kernel 'linear' (known: type, featureMap, features, seed)",
+    );
+    expect(() =>
+      defineAttention({
+        ...base,
+        kernel: { type: 'softmax', blockQ: 4 } as unknown as KernelConfig,
+      }),
+    ).toThrow(SpecError);
+  });
+  it('rejects a mask or score mod that is only a kind tag, as a SpecError', () => {
+    expect(() => defineAttention({ ...base, mask: { kind: 'mask' } as unknown as Mask })).toThrow(
+      SpecError,
+    );
+    expect(() =>
+      defineAttention({ ...base, scoreMod: { kind: 'scoreMod' } as unknown as ScoreMod }),
+    ).toThrow(SpecError);
+  });
+  it('specFromJSON rejects text that is not JSON, or not a string, as a SpecError', () => {
+    expect(() => specFromJSON('not json')).toThrow(SpecError);
+    expect(() => specFromJSON('not json')).toThrow('specFromJSON(): the text is not JSON');
+    expect(() => specFromJSON(null as unknown as string)).toThrow(
+      'specFromJSON() takes a JSON string (got null)',
+    );
+    expect(() => specFromJSON('{"version":1,"tensors":7}')).toThrow(
+      'spec tensors must be an array (got 7)',
+    );
   });
 });
