@@ -50,6 +50,7 @@ interface Flags {
   systems?: string;
   backward: boolean;
   gradCheckSeq: number;
+  only?: string;
 }
 
 const int = (flag: string) => (v: string) => {
@@ -141,6 +142,10 @@ export async function main(argv: string[]): Promise<number> {
       int('--grad-check-seq'),
       256,
     )
+    .option(
+      '--only <variants>',
+      'keep only the cases of these variants (comma list, e.g. dense,causal: without causal-alibi-learned)',
+    )
     .option('--no-progress', 'no progress bar')
     .option(
       '--fixture <dir>',
@@ -199,12 +204,19 @@ export async function main(argv: string[]): Promise<number> {
   const seqs = flags.seq ?? (onCpu ? [256, 512, 1024] : [1024, 4096, 16384]);
   const repeat = flags.repeat ?? (onCpu ? 3 : 20);
   const withVariants = suites.includes('variants');
-  const cases = buildCases(
+  const allCases = buildCases(
     suites.filter((x) => x !== 'variants'),
     seqs,
     shape,
     { backward: flags.backward },
   );
+  const only = flags.only?.split(',');
+  const cases = only ? allCases.filter((c) => only.includes(c.variant)) : allCases;
+  if (only && cases.length === 0 && allCases.length > 0) {
+    const names = [...new Set(allCases.map((c) => c.variant))].join(', ');
+    console.error(`error: --only ${flags.only} keeps no case (variants here: ${names})`);
+    return 2;
+  }
 
   if (flags.emit) {
     for (const b of backends) {

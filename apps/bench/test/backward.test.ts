@@ -311,4 +311,22 @@ describe('the CLI in backward mode', () => {
     expect(md).toContain('| bwd TFLOP/s |');
     expect(md).toContain('@32');
   });
+  it('--only keeps the named variants, and says so when it keeps none', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'tessera-bench-only-'));
+    const log = vi.spyOn(console, 'log').mockImplementation(() => {});
+    const err = vi.spyOn(console, 'error').mockImplementation(() => {});
+    const args =
+      'node tessera-bench --backend cpu --suite causal --seq 32 --repeat 1 --warmup 0 --heads 1 --dim 4 --no-baseline --no-progress --backward'.split(
+        ' ',
+      );
+    expect(await main([...args, '--only', 'causal', '--out', out])).toBe(0);
+    const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
+    expect(report.backends[0].results.map((r: { id: string }) => r.id)).toEqual(['causal/32']);
+    expect(await main([...args, '--only', 'nope'])).toBe(2);
+    expect(err.mock.calls.flat().join('\n')).toContain(
+      'error: --only nope keeps no case (variants here: causal, causal-alibi-learned)',
+    );
+    log.mockRestore();
+    err.mockRestore();
+  });
 });
