@@ -21,6 +21,8 @@ export interface LinearKernel {
   readonly query: number;
   readonly key: number;
   readonly map: FeatureFn;
+  /** The m × D random feature matrix (row-major) of favor+ and trig-rf; null for elu+1, relu. */
+  readonly weights: Float64Array | null;
 }
 
 /** The feature map of a linear spec, with its random matrix drawn once. */
@@ -40,6 +42,7 @@ export function linearKernel(spec: AttentionSpec): LinearKernel {
     return sq;
   };
   let map: FeatureFn;
+  let weights: Float64Array | null = null;
   switch (k.featureMap) {
     case 'elu+1':
       map = (src, off, mul, out) => {
@@ -59,6 +62,7 @@ export function linearKernel(spec: AttentionSpec): LinearKernel {
     case 'trig-rf': {
       const m = k.features;
       const w = Float64Array.from(randomFeatureMatrix(k, D));
+      weights = w;
       const norm = 1 / Math.sqrt(m);
       const proj = new Float64Array(m);
       const project = () => {
@@ -90,7 +94,7 @@ export function linearKernel(spec: AttentionSpec): LinearKernel {
       break;
     }
   }
-  return { features: F, query, key, map };
+  return { features: F, query, key, map, weights };
 }
 
 /** Writes row `qi` of (b, h): out = φ̃ᵀS / φ̃·z, lse = ln(φ̃·z) + cq + ck, or 0 / -Infinity. */

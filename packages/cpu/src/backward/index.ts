@@ -4,10 +4,10 @@ import {
   type BlockLayout,
   featureDim,
   type Strategy,
-  UnsupportedError,
 } from '@tessera/core';
 import { compile, roundInputs } from '../attend.js';
 import type { BackwardPrepared, Gradients64 } from '../prepared.js';
+import { linearBackwardNaive, linearBackwardPrefix } from './linear.js';
 import { scoreGradient, softmaxBackwardNaive, softmaxBackwardTiled } from './softmax.js';
 
 /** What backwardCpu reads: q, k, v as given (rounded here), out / lse / dOut in f32 or f64. */
@@ -41,7 +41,9 @@ export function backwardCpu(
     scoreMod: compiled.scoreMod,
   };
   if (compiled.linear) {
-    throw new UnsupportedError('the cpu backward of linear kernels is not written yet');
+    return strategy === 'naive'
+      ? linearBackwardNaive(p, compiled.linear)
+      : linearBackwardPrefix(p, compiled.linear);
   }
   const sg = scoreGradient(spec);
   return strategy === 'naive'
