@@ -25,7 +25,10 @@ for (const b of reports.flatMap((r) => r.backends)) {
 }
 const merged = {
   ...reports[0],
-  createdAt: reports.map((r) => r.createdAt).sort().at(-1),
+  createdAt: reports
+    .map((r) => r.createdAt)
+    .sort()
+    .at(-1),
   command: reports.map((r) => r.command).join(' && '),
   backends,
   peers: reports.flatMap((r) => r.peers),
