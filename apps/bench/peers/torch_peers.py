@@ -88,13 +88,14 @@ def backward_peer(name, attend, sets, learnable, cfg, common):
             torch.autograd.grad(out, leaves, d_out)
 
         f, _, _, nf = time_ms_budget(fwd, cfg["warmup"], cfg["repeat"])
+        fb, p10, p90, nfb = time_ms_budget(fwd_bwd, cfg["warmup"], cfg["repeat"])
+        # Peak memory of one warm forward + backward beyond what is allocated before it.
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
         fwd_bwd(0)
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - before
-        fb, p10, p90, nfb = time_ms_budget(fwd_bwd, cfg["warmup"], cfg["repeat"])
         emit(peer=name, mode="backward", status="ok", ms=fb - f, fwdMs=f, fwdBwdMs=fb, p10=p10,
              p90=p90, n=min(nf, nfb), peakExtraBytes=peak, **common)
     except Exception as e:  # noqa: BLE001
@@ -140,6 +141,14 @@ def main():
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+        # Every case (shape, mask, score_mod, with or without autograd) is its own compiled graph;
+        # past dynamo's default limit of 8 flex would silently run eagerly (unfused, N×N).
+        import torch._dynamo
+
+        for name, at_least in (("recompile_limit", 256), ("cache_size_limit", 256),
+                               ("accumulated_recompile_limit", 1024), ("accumulated_cache_size_limit", 1024)):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), at_least))
         flex = torch.compile(flex_attention, dynamic=False)
     except Exception as e:  # noqa: BLE001 - report and go on with SDPA alone
         flex = None

@@ -10,16 +10,17 @@ export interface PeerResult {
   /** 'sdpa' (PyTorch scaled_dot_product_attention) or 'flex' (FlexAttention with a block mask). */
   readonly peer: string;
   readonly status: 'ok' | 'unsupported' | 'failed';
-  /** 'forward' (absent in older reports) or 'backward': then ms is fwdBwdMs − fwdMs. */
-  readonly mode?: 'forward' | 'backward';
+  /** Absent: a forward time. 'backward' (with `--backward`): ms is fwdBwdMs − fwdMs. */
+  readonly mode?: 'backward';
   readonly ms?: number;
+  /** Percentiles of the timed runs (in backward mode, of forward + backward). */
+  readonly p10?: number;
+  readonly p90?: number;
   /** Backward mode: medians of the forward alone and of forward + backward (autograd.grad). */
   readonly fwdMs?: number;
   readonly fwdBwdMs?: number;
   /** Timed runs behind the medians (fewer than asked where one run takes seconds). */
   readonly n?: number;
-  readonly p10?: number;
-  readonly p90?: number;
   /** FlexAttention's block-mask construction, timed separately. */
   readonly maskBuildMs?: number;
   readonly peakExtraBytes?: number;
