@@ -81,7 +81,7 @@ export function markdown(report: BenchReport): string {
 }
 
 const BACKWARD_NOTE =
-  "Backward: bwd ms = median(forward + backward) − median(forward), for ours and the peers alike; TFLOP/s = 2.5 × the forward FLOPs (4·B·H·D per computed pair, whole visited blocks) / bwd ms, peers over the same FLOPs. Grad error: relative L2 of dq / dk / dv (and each learnable captured tensor) against the cpu backend's f64 backward, on the same case at the sequence length after `@`. Extra memory: device bytes beyond inputs, outputs and gradients where the backend reports them; peers: peak allocated beyond what was allocated before the call (out and the gradients included).";
+  "Backward: bwd ms = median(forward + backward) − median(forward), for ours and the peers alike; TFLOP/s = 2.5 × the forward FLOPs (4·B·H·D per computed pair, whole visited blocks; linear kernels: the cost model's feature-map count) / bwd ms, peers over the same FLOPs. Grad error: relative L2 of dq / dk / dv (and each learnable captured tensor) against the cpu backend's f64 backward, on the same case at the sequence length after `@`. Extra memory: device bytes beyond inputs, outputs and gradients where the backend reports them; peers: peak allocated beyond what was allocated before the call (out and the gradients included).";
 
 function gradCell(r: BackwardResult): string {
   const e = r.gradError;
