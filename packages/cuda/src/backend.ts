@@ -1,8 +1,10 @@
 import {
   type AttentionBackend,
+  type AttentionGradients,
   type AttentionInputs,
   type AttentionOutputs,
   type AttentionSpec,
+  type BackwardInputs,
   type BenchmarkOptions,
   type BenchmarkResult,
   type BlockLayout,
@@ -14,18 +16,24 @@ import {
   layoutContext,
   linearInputScales,
   maskSlices,
-  ResourceLimitError,
   type RunOptions,
   randomFeatureMatrix,
   tensorSizes,
   UnsupportedError,
   validateInputs,
 } from '@tessera/core';
+import {
+  CudaBackward,
+  type BackwardOptions as CudaBackwardOptions,
+  type DeviceBackwardInputs,
+  type DeviceGradients,
+} from './backward/index.js';
 import { strides } from './emit/common.js';
 import { type CudaModuleSource, emitCuda, launchGeometry, packParams } from './emit/index.js';
 import { native } from './errors.js';
 import { CudaProgramOps } from './program/ops.js';
 import { KernelCompiler } from './runtime/compiler.js';
+import { CudaContext, type LoadedModule, type ModuleText } from './runtime/context.js';
 import { CudaDevice, type DeviceBuffer } from './runtime/device.js';
 import { CudaTensor } from './tensor.js';
 
@@ -60,9 +68,6 @@ export interface DeviceOutputs {
   readonly out: CudaTensor;
   readonly lse: CudaTensor;
 }
-
-const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
-const STATIC_SHARED_LIMIT = 48 * 1024;
 
 /** A spec lowered, compiled, loaded, with its layout and captured tensors on the device. */
 interface Prepared {
@@ -104,15 +109,53 @@ function denseLayout(spec: AttentionSpec, blockQ: number, blockKV: number): Bloc
 export class CudaBackend implements AttentionBackend {
   readonly name = 'cuda';
   private readonly prepared = new Map<AttentionSpec, Map<string, Promise<Prepared>>>();
-  private readonly modules = new Map<string, Promise<{ module: bigint; functions: bigint[] }>>();
   private disposed = false;
   /** Attention programs (`runProgram` from @tessera/core) with values kept on this device. */
   readonly program: CudaProgramOps = new CudaProgramOps(this);
+  /** Device, compiler and module cache: what the backward pass and program steps share. */
+  readonly context: CudaContext;
+  private readonly gradients: CudaBackward;
 
   constructor(
     readonly cuda: CudaDevice,
     readonly compiler: KernelCompiler,
-  ) {}
+  ) {
+    this.context = new CudaContext(cuda, compiler);
+    this.gradients = new CudaBackward(this.context);
+  }
+
+  /** The backward pass (see backward/): host arrays in and out. */
+  backward(
+    spec: AttentionSpec,
+    inputs: BackwardInputs,
+    options: CudaBackwardOptions = {},
+  ): Promise<AttentionGradients> {
+    this.alive();
+    return this.gradients.run(spec, inputs, options);
+  }
+
+  /** Device gradient tensors (f32) of the right sizes for `spec`'s backward pass. */
+  gradientsFor(spec: AttentionSpec): DeviceGradients {
+    this.alive();
+    return this.gradients.gradientsFor(spec);
+  }
+
+  /** Enqueues the backward pass on device tensors without waiting (device-resident training). */
+  launchBackward(
+    spec: AttentionSpec,
+    inputs: DeviceBackwardInputs,
+    outputs: DeviceGradients,
+    options: CudaBackwardOptions = {},
+  ): Promise<void> {
+    this.alive();
+    return this.gradients.launch(spec, inputs, outputs, options);
+  }
+
+  /** Plans, compiles and loads `spec`'s backward pass (cached). */
+  async prepareBackward(spec: AttentionSpec, options: CudaBackwardOptions = {}): Promise<void> {
+    this.alive();
+    await this.gradients.prepare(spec, options);
+  }
 
   get device(): string {
     return this.cuda.info.name;
@@ -273,15 +316,12 @@ export class CudaBackend implements AttentionBackend {
     if (this.disposed) return;
     await this.cuda.synchronize();
     await this.program.dispose();
+    await this.gradients.dispose();
     for (const perSpec of this.prepared.values()) {
       for (const p of perSpec.values()) (await p.catch(() => null))?.release();
     }
     this.prepared.clear();
-    for (const m of this.modules.values()) {
-      const loaded = await m.catch(() => null);
-      if (loaded) native(() => this.cuda.addon.moduleUnload(loaded.module));
-    }
-    this.modules.clear();
+    await this.context.unloadAll();
     this.cuda.release();
     this.disposed = true;
   }
@@ -326,42 +366,8 @@ export class CudaBackend implements AttentionBackend {
   }
 
   /** Compiles (cached by source) and loads a module; unloaded at dispose. Internal. */
-  loadModule(
-    module: Pick<CudaModuleSource, 'source' | 'kernels'>,
-    label: string,
-  ): Promise<{ module: bigint; functions: bigint[] }> {
-    const key = this.compiler.key(module.source);
-    let m = this.modules.get(key);
-    if (!m) {
-      m = (async () => {
-        const compiled = await this.compiler.compile(module.source, label);
-        const handle = native(() => this.cuda.addon.moduleLoadData(compiled.image));
-        const functions = module.kernels.map((k) =>
-          native(() => this.cuda.addon.moduleGetFunction(handle, k.name)),
-        );
-        module.kernels.forEach((k, i) => {
-          if (k.dynamicSharedBytes > this.cuda.info.maxSharedPerBlockOptin) {
-            throw new ResourceLimitError(
-              `cuda: kernel ${k.name} needs ${k.dynamicSharedBytes} bytes of shared memory; ${this.device} allows ${this.cuda.info.maxSharedPerBlockOptin} per block`,
-            );
-          }
-          if (k.dynamicSharedBytes > STATIC_SHARED_LIMIT) {
-            const fn = functions[i] as bigint;
-            native(() =>
-              this.cuda.addon.funcSetAttribute(
-                fn,
-                CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                k.dynamicSharedBytes,
-              ),
-            );
-          }
-        });
-        return { module: handle, functions };
-      })();
-      this.modules.set(key, m);
-      m.catch(() => this.modules.delete(key));
-    }
-    return m;
+  loadModule(module: ModuleText, label: string): Promise<LoadedModule> {
+    return this.context.loadModule(module, label);
   }
 
   private async build(spec: AttentionSpec, options: CudaRunOptions): Promise<Prepared> {

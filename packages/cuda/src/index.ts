@@ -7,6 +7,18 @@ export {
   type DeviceOutputs,
 } from './backend.js';
 export {
+  type BackwardModule,
+  type BackwardOptions as CudaBackwardOptions,
+  type BackwardPlan,
+  CudaBackward,
+  type DeviceBackwardInputs,
+  type DeviceGradients,
+  emitBackward,
+  FIX_BITS,
+  planBackward,
+  transposeLayout,
+} from './backward/index.js';
+export {
   type CudaModuleSource,
   type CudaPath,
   type EmitOptions,
@@ -37,5 +49,6 @@ export {
   readCacheEntry,
   writeCacheEntry,
 } from './runtime/compiler.js';
+export { CudaContext, type LoadedModule, type ModuleText } from './runtime/context.js';
 export { CudaDevice, type DeviceBuffer, MemoryPool } from './runtime/device.js';
 export { CudaTensor, dtypeBytes } from './tensor.js';

@@ -27,7 +27,7 @@ import {
   launchGeometry,
 } from '../src/emit/index.js';
 
-const RUNTIME = `
+export const RUNTIME = `
 #include <algorithm>
 #include <barrier>
 #include <cmath>
@@ -69,6 +69,8 @@ static inline float __int_as_float(unsigned x) { float f; std::memcpy(&f, &x, 4)
 static inline float __uint_as_float(unsigned x) { return __int_as_float(x); }
 static inline unsigned emu_bits(float f) { unsigned x; std::memcpy(&x, &f, 4); return x; }
 static inline int __float2int_rz(float x) { return (int)x; }
+static inline long long __float2ll_rn(float x) { return std::llrint(x); }
+static inline unsigned long long atomicAdd(unsigned long long* a, unsigned long long v) { return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); }
 static inline float emu_bf16_to_f32(unsigned short h) { return __int_as_float((unsigned)h << 16); }
 static inline unsigned short emu_f32_to_bf16(float f) {
   unsigned b = emu_bits(f);
@@ -179,7 +181,10 @@ static inline float tsr_exp2(float x) { return std::exp2(x); }
 }
 
 /** The generated module made host-compilable: PTX blocks swapped, shared memory from the emulator. */
-function hostKernel(module: CudaModuleSource, dtype: AttentionSpec['dtype']): string {
+export function hostKernel(
+  module: Pick<CudaModuleSource, 'source'>,
+  dtype: AttentionSpec['dtype'],
+): string {
   const emu = ptxEmulation(dtype);
   let first = true;
   return module.source

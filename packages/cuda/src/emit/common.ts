@@ -20,6 +20,23 @@ export interface KernelEntry {
   readonly params: readonly ParamField[];
 }
 
+/** Which kernel family a module holds. */
+export type CudaPath = 'mma' | 'simt' | 'linear';
+
+/** A generated CUDA module: deterministic source plus how to launch what is in it. */
+export interface CudaModuleSource {
+  readonly source: string;
+  readonly path: CudaPath;
+  /** Block sizes the layout must be built with (softmax kernels). */
+  readonly blockQ: number;
+  readonly blockKV: number;
+  /** Kernels in launch order. */
+  readonly kernels: readonly KernelEntry[];
+  /** Softmax kernels: how blocks map to (q-block, head, batch); see launchGeometry. */
+  readonly schedule: 'grid' | 'lpt';
+  readonly generatorVersion: number;
+}
+
 const SIZE: Record<ParamField['type'], number> = { ptr: 8, i64: 8, i32: 4, f32: 4 };
 
 /** Packs parameter values into the byte layout of the C struct the kernel takes by value. */

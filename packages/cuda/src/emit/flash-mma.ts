@@ -76,6 +76,48 @@ export function mmaSharedBytes(spec: AttentionSpec, t: MmaTiling): number {
   return 2 * (t.blockQ * ldq + 2 * t.blockKV * ldq + 2 * t.blockKV * ldv);
 }
 
+/** The PTX helpers of the tensor-core kernels (cp.async, ldmatrix, mma.sync, packing, ex2). */
+export function mmaPtxHelpers(mmaType: 'bf16' | 'f16'): string {
+  return `// <tsr-ptx> PTX helpers (tests swap this block for a host emulation)
+__device__ __forceinline__ unsigned tsr_smem_addr(const void* p) {
+  unsigned r;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+  return r;
+}
+__device__ __forceinline__ void tsr_cp_async16(void* dst, const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(tsr_smem_addr(dst)), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void tsr_cp_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void tsr_cp_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N)); }
+
+__device__ __forceinline__ void tsr_ldsm_x4(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(tsr_smem_addr(p)));
+}
+__device__ __forceinline__ void tsr_ldsm_x4_t(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(tsr_smem_addr(p)));
+}
+__device__ __forceinline__ void tsr_mma(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.${mmaType}.${mmaType}.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// Two floats to one register of two 16-bit values: lo in bits 0-15, hi in 16-31.
+__device__ __forceinline__ unsigned tsr_pack2(float lo, float hi) {
+  unsigned r;
+  asm("cvt.rn.${mmaType}x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+__device__ __forceinline__ float tsr_exp2(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+// </tsr-ptx>
+`;
+}
+
 /**
  * FlashAttention-2 style forward kernel on tensor cores (sm_80+): each warp owns 16 query rows;
  * S = Q·Kᵀ and O += P·V by mma.sync m16n8k16 (bf16/f16 in, f32 accumulate) with operands read by
@@ -123,44 +165,7 @@ ${paramStruct('TsrParams', params)}
 
 ${scoreFunctions(spec, 'TsrParams')}
 
-// <tsr-ptx> PTX helpers (tests swap this block for a host emulation)
-__device__ __forceinline__ unsigned tsr_smem_addr(const void* p) {
-  unsigned r;
-  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-  return r;
-}
-__device__ __forceinline__ void tsr_cp_async16(void* dst, const void* src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(tsr_smem_addr(dst)), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void tsr_cp_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N> __device__ __forceinline__ void tsr_cp_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N)); }
-
-__device__ __forceinline__ void tsr_ldsm_x4(unsigned (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(tsr_smem_addr(p)));
-}
-__device__ __forceinline__ void tsr_ldsm_x4_t(unsigned (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(tsr_smem_addr(p)));
-}
-__device__ __forceinline__ void tsr_mma(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.${mmaType}.${mmaType}.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-// Two floats to one register of two 16-bit values: lo in bits 0-15, hi in 16-31.
-__device__ __forceinline__ unsigned tsr_pack2(float lo, float hi) {
-  unsigned r;
-  asm("cvt.rn.${mmaType}x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-__device__ __forceinline__ float tsr_exp2(float x) {
-  float r;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
-  return r;
-}
-// </tsr-ptx>
-
+${mmaPtxHelpers(mmaType)}
 // Copies rows [row0, row0 + ROWS) of a [rows x COLS] global matrix (row stride in elements) into a
 // smem tile with row stride LD; rows past \`rows\` (checked only when CHECK_ROWS) and 16-byte chunks
 // past COLS are zero-filled. A compile-time trip count with no bounds checks where none are needed;

@@ -1,13 +1,17 @@
 import { type AttentionSpec, type BlockLayout, UnsupportedError } from '@tessera/core';
-import { GENERATOR_VERSION, type KernelEntry } from './common.js';
+import { type CudaModuleSource, GENERATOR_VERSION } from './common.js';
 import { defaultMmaTiling, emitFlashMma, mmaEligible } from './flash-mma.js';
 import { defaultSimtTiling, emitFlashSimt, SIMT_BLOCK_KV } from './flash-simt.js';
 import { emitLinear } from './linear.js';
 
-export { GENERATOR_VERSION, type KernelEntry, type ParamField, packParams } from './common.js';
-
-/** Which kernel family a module holds. */
-export type CudaPath = 'mma' | 'simt' | 'linear';
+export {
+  type CudaModuleSource,
+  type CudaPath,
+  GENERATOR_VERSION,
+  type KernelEntry,
+  type ParamField,
+  packParams,
+} from './common.js';
 
 export interface EmitOptions {
   /** Query rows per block (softmax kernels); must match the block layout the run uses. */
@@ -22,20 +26,6 @@ export interface EmitOptions {
   readonly schedule?: 'grid' | 'lpt';
   /** Tensor-core path: rescale O only when a running max moved (default false). */
   readonly lazyRescale?: boolean;
-}
-
-/** A generated CUDA module: deterministic source plus how to launch what is in it. */
-export interface CudaModuleSource {
-  readonly source: string;
-  readonly path: CudaPath;
-  /** Block sizes the layout must be built with (softmax kernels). */
-  readonly blockQ: number;
-  readonly blockKV: number;
-  /** Kernels in launch order. */
-  readonly kernels: readonly KernelEntry[];
-  /** Softmax kernels: how blocks map to (q-block, head, batch); see launchGeometry. */
-  readonly schedule: 'grid' | 'lpt';
-  readonly generatorVersion: number;
 }
 
 const MAX_SOFTMAX_DIM = 512;

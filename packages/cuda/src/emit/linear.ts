@@ -7,6 +7,7 @@ import {
 } from '@tessera/core';
 import { floatLiteral } from '../expr-cuda.js';
 import {
+  type CudaModuleSource,
   GENERATOR_VERSION,
   type KernelEntry,
   modulePrelude,
@@ -15,7 +16,6 @@ import {
   shapeConstants,
   storageType,
 } from './common.js';
-import type { CudaModuleSource } from './index.js';
 
 /** Keys (and queries) per chunk of the scan: the chunk's features must fit in shared memory. */
 export function linearChunk(F: number): number {

@@ -1,0 +1,245 @@
+import {
+  type AttentionSpec,
+  type BlockLayout,
+  blockLayout,
+  ceilDiv,
+  children,
+  type ExprNode,
+  type RunOptions,
+  scoreModGradient,
+  type TensorGradientTerm,
+  UnsupportedError,
+  varsUsed,
+} from '@tessera/core';
+import { mmaEligible } from '../emit/flash-mma.js';
+
+/**
+ * The backward pass's block schedule as data, decided once per spec: the path, the tiles, the
+ * forward's block layout at those tiles (rows: which KV blocks each Q block visits; the dq pass
+ * walks it) and its transpose (columns: which Q blocks visit each KV block; the dk/dv pass walks
+ * it), the captured-tensor gradient terms and how each is reduced, and the launch grids.
+ */
+export interface BackwardPlan {
+  /** 'mma': tensor cores (16-bit specs); 'simt': CUDA cores, f32 arithmetic. */
+  readonly path: 'mma' | 'simt';
+  /** The dk/dv pass: query rows per step, keys per CTA. */
+  readonly blockQ: number;
+  readonly blockKV: number;
+  /** The spec's layout at (blockQ, blockKV) ... */
+  readonly layout: BlockLayout;
+  /** ... in its column view: per (slice, KV block) the visiting Q blocks, ascending, full flags. */
+  readonly columns: ColumnLayout;
+  /** The dq pass: query rows per CTA and keys per step, and the layout it walks (row view). */
+  readonly dqBlockQ: number;
+  readonly dqBlockKV: number;
+  readonly dqLayout: BlockLayout;
+  /** ∂s'/∂score (null without a score modification: 1). */
+  readonly dScore: ExprNode | null;
+  /** Captured-tensor gradient terms (score modification only), in core's order. */
+  readonly terms: readonly PlannedTerm[];
+  /** Slots of the captured f32 tensors the score modification reads: each gets a gradient. */
+  readonly gradSlots: readonly number[];
+  /** Scattered terms' 64-bit fixed-point accumulators, by slot: [offset, length]. */
+  readonly fixed: ReadonlyMap<number, readonly [number, number]>;
+  readonly fixedCount: number;
+  /** Uniform terms' per-CTA partials plus their per-(b, h) sums, in floats. */
+  readonly partialFloats: number;
+  /** Launch grids, in launch order. */
+  readonly grids: {
+    readonly pre: readonly [number, number, number];
+    readonly dkdv: readonly [number, number, number];
+    readonly dq: readonly [number, number, number];
+  };
+}
+
+export interface ColumnLayout {
+  readonly colStart: Int32Array;
+  readonly qBlocks: Int32Array;
+  readonly full: Uint8Array;
+}
+
+/**
+ * A captured-tensor gradient term. 'uniform': the index reads only b and h (ALiBi slopes, per-head
+ * temperatures), so each thread sums dS'·weight in a register and each CTA writes one partial per
+ * (b, h), reduced in a fixed order by the last kernel. 'scattered': the index depends on q or kv
+ * (a relative-position table): each contribution goes to the element's 64-bit fixed-point
+ * accumulator by integer atomics, whose sum does not depend on the order.
+ */
+export interface PlannedTerm extends TensorGradientTerm {
+  readonly reduce: 'uniform' | 'scattered';
+}
+
+/** Rows per warp step of the pre-pass: one warp per row. */
+export const PRE_ROWS_PER_CTA = 4;
+const MAX_SIMT_SHARED = 200 * 1024;
+
+/** Shared bytes of the SIMT dk/dv kernel (the larger of the two SIMT kernels). */
+export function simtBackwardShared(spec: AttentionSpec, bm: number, bn: number): number {
+  const ldk = spec.headDim | 1;
+  const ldv = spec.headDimV | 1;
+  const lds = bn + 1;
+  return (
+    4 *
+    (bn * ldk +
+      bn * ldv +
+      bn * spec.headDim +
+      bn * spec.headDimV +
+      bm * ldk +
+      bm * ldv +
+      2 * bm * lds +
+      2 * bm)
+  );
+}
+
+/** Captured tensor slots an expression loads. */
+function loadedSlots(node: ExprNode, into = new Set<number>()): Set<number> {
+  if (node.op === 'load') into.add(node.tensor);
+  for (const c of children(node)) loadedSlots(c, into);
+  return into;
+}
+
+/** Slots of captured f32 tensors the score modification reads. */
+export function gradientSlots(spec: AttentionSpec): number[] {
+  if (!spec.scoreMod) return [];
+  return [...loadedSlots(spec.scoreMod.expr)]
+    .filter((s) => spec.tensors[s]?.dtype === 'f32')
+    .sort((a, b) => a - b);
+}
+
+export interface BackwardPlanOptions extends RunOptions {
+  /** Force the CUDA-core path for a 16-bit spec. */
+  readonly path?: 'mma' | 'simt';
+}
+
+/** Decides the backward schedule of a softmax spec; throws UnsupportedError naming what is not. */
+export function planBackward(spec: AttentionSpec, options: BackwardPlanOptions = {}): BackwardPlan {
+  if (spec.kernel.type !== 'softmax')
+    throw new UnsupportedError(
+      `cuda: the backward pass of ${spec.kernel.type} kernels is not implemented yet (softmax only)`,
+    );
+  if (spec.batch > 65535 || spec.headsQ > 65535)
+    throw new UnsupportedError(
+      `cuda: batch and headsQ must be at most 65535 (got ${spec.batch}, ${spec.headsQ})`,
+    );
+  const mma = options.path !== 'simt' && mmaBackwardEligible(spec);
+  if (options.path === 'mma' && !mma)
+    throw new UnsupportedError(
+      `cuda: the tensor-core backward needs f16/bf16 and head dims that are multiples of 16 up to 128 (got ${spec.dtype}, headDim ${spec.headDim}, headDimV ${spec.headDimV})`,
+    );
+  let blockQ: number;
+  let blockKV: number;
+  let dqBlockQ: number;
+  let dqBlockKV: number;
+  if (mma) {
+    // A warp owns 16 keys (dk/dv) or 16 query rows (dq) of 4 warps; the streamed side's step is
+    // 32 above head dim 64, so the f32 accumulators and score fragments stay in registers.
+    const step = Math.max(spec.headDim, spec.headDimV) > 64 ? 32 : 64;
+    blockKV = 64;
+    blockQ = step;
+    dqBlockQ = 64;
+    dqBlockKV = step;
+  } else {
+    const fit = [32, 16, 8].find((b) => simtBackwardShared(spec, b, b) <= MAX_SIMT_SHARED);
+    if (fit === undefined)
+      throw new UnsupportedError(
+        `cuda: the CUDA-core backward supports head dims up to 512 (got headDim ${spec.headDim}, headDimV ${spec.headDimV})`,
+      );
+    blockQ = fit;
+    blockKV = fit;
+    dqBlockQ = fit;
+    dqBlockKV = fit;
+  }
+  const layout = blockLayout(spec, { blockQ, blockKV });
+  const dqLayout = blockLayout(spec, { blockQ: dqBlockQ, blockKV: dqBlockKV });
+  const columns = transposeLayout(layout);
+  const grad = spec.scoreMod
+    ? scoreModGradient(
+        spec.scoreMod.expr,
+        spec.tensors.map((t) => t.dtype),
+      )
+    : null;
+  const terms: PlannedTerm[] = (grad?.tensors ?? []).map((t) => {
+    const v = varsUsed(t.index) as Set<string>;
+    const uniform = !v.has('q') && !v.has('kv') && !v.has('score');
+    return { ...t, reduce: uniform ? 'uniform' : 'scattered' };
+  });
+  const fixed = new Map<number, readonly [number, number]>();
+  let fixedCount = 0;
+  for (const t of terms) {
+    if (t.reduce !== 'scattered' || fixed.has(t.slot)) continue;
+    const len = spec.tensors[t.slot]?.length ?? 0;
+    fixed.set(t.slot, [fixedCount, len]);
+    fixedCount += len;
+  }
+  const nkb = ceilDiv(spec.seqKV, blockKV);
+  const uniform = terms.filter((t) => t.reduce === 'uniform').length;
+  const nqb = ceilDiv(spec.seqQ, dqBlockQ);
+  return {
+    path: mma ? 'mma' : 'simt',
+    blockQ,
+    blockKV,
+    layout,
+    columns,
+    dqBlockQ,
+    dqBlockKV,
+    dqLayout,
+    dScore: grad?.dScore ?? null,
+    terms,
+    gradSlots: gradientSlots(spec),
+    fixed,
+    fixedCount,
+    partialFloats: uniform * spec.batch * spec.headsQ * (nkb + 1),
+    grids: {
+      // 16 rows per warp: a grid-stride loop over the rows.
+      pre: [ceilDiv(spec.batch * spec.headsQ * spec.seqQ, 16 * PRE_ROWS_PER_CTA), 1, 1],
+      dkdv: [nkb, spec.headsKV, spec.batch],
+      dq: [nqb, spec.headsQ, spec.batch],
+    },
+  };
+}
+
+/** Tensor-core backward: 16-bit inputs, head dims multiples of 16 up to 128. */
+export function mmaBackwardEligible(spec: AttentionSpec): boolean {
+  return (
+    mmaEligible(spec) &&
+    spec.headDim % 16 === 0 &&
+    spec.headDimV % 16 === 0 &&
+    spec.headDim <= 128 &&
+    spec.headDimV <= 128
+  );
+}
+
+/** The column view of a layout: for each slice and KV block, the Q blocks that visit it. */
+export function transposeLayout(layout: BlockLayout): ColumnLayout {
+  const slices = layout.batches * layout.heads;
+  const nq = layout.numQBlocks;
+  const nk = layout.numKVBlocks;
+  const count = new Int32Array(slices * nk + 1);
+  for (let s = 0; s < slices; s++) {
+    for (let qb = 0; qb < nq; qb++) {
+      const r = s * nq + qb;
+      for (let e = layout.rowStart[r] as number; e < (layout.rowStart[r + 1] as number); e++)
+        count[s * nk + (layout.kvBlocks[e] as number) + 1]++;
+    }
+  }
+  for (let i = 0; i < slices * nk; i++)
+    count[i + 1] = (count[i + 1] as number) + (count[i] as number);
+  const colStart = count.slice();
+  const at = count.slice(0, slices * nk);
+  const qBlocks = new Int32Array(layout.kvBlocks.length);
+  const full = new Uint8Array(layout.kvBlocks.length);
+  // Rows are visited in ascending q-block order, so each column's list ascends.
+  for (let s = 0; s < slices; s++) {
+    for (let qb = 0; qb < nq; qb++) {
+      const r = s * nq + qb;
+      for (let e = layout.rowStart[r] as number; e < (layout.rowStart[r + 1] as number); e++) {
+        const c = s * nk + (layout.kvBlocks[e] as number);
+        const i = at[c] as number;
+        at[c] = i + 1;
+        qBlocks[i] = qb;
+        full[i] = layout.full[e] as number;
+      }
+    }
+  }
+  return { colStart, qBlocks, full };
+}
