@@ -4,7 +4,6 @@ import {
   type AttentionInputs,
   type AttentionSpec,
   type BackwardInputs,
-  type BenchmarkOptions,
   estimateCost,
   ResourceLimitError,
   roundToDtype,
@@ -33,23 +32,10 @@ export function backwardFlops(spec: AttentionSpec): number {
 }
 
 /**
- * What a backend may offer to time its backward on the device (beside core's `benchmark` for the
- * forward): times of `backward` alone over the sets in turn, after `warmup` untimed runs. Optional;
- * without it the bench times `run()` + `backward()` with the host clock.
+ * A backend that times its backward on the device (core's optional `benchmarkBackward`, beside
+ * `benchmark` for the forward); without it the bench times `run()` + `backward()` on the host.
  */
-export interface BackwardBenchmarking {
-  benchmarkBackward(
-    spec: AttentionSpec,
-    inputSets: readonly BackwardInputs[],
-    options: BenchmarkOptions,
-  ): Promise<{
-    readonly timesMs: readonly number[];
-    readonly timing: 'device' | 'wall';
-    readonly peakDeviceBytes?: number;
-    /** Device bytes beyond q, k, v, out, lse, dOut and the gradients (rowsum, dq accumulator, …). */
-    readonly extraDeviceBytes?: number;
-  }>;
-}
+export type BackwardBenchmarking = Required<Pick<AttentionBackend, 'benchmarkBackward'>>;
 
 const hasBackwardBenchmark = (b: AttentionBackend): b is AttentionBackend & BackwardBenchmarking =>
   typeof (b as Partial<BackwardBenchmarking>).benchmarkBackward === 'function';

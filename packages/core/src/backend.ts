@@ -36,6 +36,18 @@ export interface BenchmarkResult {
   readonly outputs: AttentionOutputs;
 }
 
+/** What `benchmarkBackward` measures: the backward pass alone, over inputs already on the device. */
+export interface BackwardBenchmarkResult {
+  /** One time per timed run of backward alone, in milliseconds. */
+  readonly timesMs: readonly number[];
+  /** 'device': GPU timestamps or events around the kernels only; 'wall': host clock. */
+  readonly timing: 'device' | 'wall';
+  /** Most device memory the backend held at once during the runs, if it tracks it. */
+  readonly peakDeviceBytes?: number;
+  /** Device bytes beyond q, k, v, out, lse, dOut and the gradients (row sums, partials, …). */
+  readonly extraDeviceBytes?: number;
+}
+
 /** What every backend offers (createCpuBackend, createWebGpuBackend, createCudaBackend). */
 export interface AttentionBackend {
   readonly name: string;
@@ -70,6 +82,15 @@ export interface AttentionBackend {
     inputs: BackwardInputs,
     options?: RunOptions,
   ): Promise<AttentionGradients>;
+  /**
+   * Optional: times `backward` alone with each input set uploaded once, as precisely as the
+   * backend can (the bench uses it when present, else times run() + backward() on the host).
+   */
+  benchmarkBackward?(
+    spec: AttentionSpec,
+    inputSets: readonly BackwardInputs[],
+    options: BenchmarkOptions,
+  ): Promise<BackwardBenchmarkResult>;
   /** Optional: the source this backend generates for `spec` (WGSL, CUDA C++, JS), for `--emit`. */
   emitSource?(spec: AttentionSpec, options?: RunOptions): string;
   /** Optional: the steps of attention programs (`runProgram`), on this backend's device. */

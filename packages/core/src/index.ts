@@ -1,4 +1,10 @@
-export type { AttentionBackend, BenchmarkOptions, BenchmarkResult, RunOptions } from './backend.js';
+export type {
+  AttentionBackend,
+  BackwardBenchmarkResult,
+  BenchmarkOptions,
+  BenchmarkResult,
+  RunOptions,
+} from './backend.js';
 export {
   InputError,
   ResourceLimitError,
