@@ -2,22 +2,48 @@
 /** createWebGpuBackend: the AttentionBackend over a GPUDevice, plus device-resident tensors. */
 import {
   type AttentionBackend,
+  type AttentionGradients,
   type AttentionInputs,
   type AttentionOutputs,
   type AttentionSpec,
+  type BackwardInputs,
   type BenchmarkOptions,
   type BenchmarkResult,
   blockLayout,
   InputError,
   packHalf,
   ResourceLimitError,
-  type RunOptions,
   roundToDtype,
   SpecError,
   TesseraError,
   tensorSizes,
+  validateBackwardInputs,
   validateInputs,
 } from '@tessera/core';
+import {
+  type BackwardModules,
+  checkBackward,
+  emitBackward,
+  type PreparedBackward,
+  planBackward,
+  prepareBackward,
+  type ResidentBackwardInputs,
+  type ResidentGradients,
+  releaseGradients,
+  type WebGpuBackwardOptions,
+} from './backward/index.js';
+import {
+  encodePasses,
+  type Pass,
+  type PlanContext,
+  type PreparedRun,
+  type ResidentInputs,
+  type ResidentOutputs,
+  readF32,
+  STORAGE,
+  type WebGpuRunOptions,
+  withErrorScopes,
+} from './context.js';
 import { DeviceLostError, ShaderCompileError } from './errors.js';
 import { type AcquireOptions, acquireGpu, type GpuContext, MAP_READ_MODE, Usage } from './gpu.js';
 import { planLinear } from './linear-plan.js';
@@ -28,44 +54,15 @@ import { timeRuns } from './timing.js';
 import { emitFlash, type FlashTile } from './wgsl/flash.js';
 import { emitNaive, NAIVE_OUT_THREADS, NAIVE_SCORE_TILE } from './wgsl/naive.js';
 
-export interface WebGpuRunOptions extends RunOptions, TileRequest {}
-
-/** q, k, v uploaded once and reused by many runs of one spec. */
-export interface ResidentInputs {
-  readonly spec: AttentionSpec;
-  readonly q: GPUBuffer;
-  readonly k: GPUBuffer;
-  readonly v: GPUBuffer;
-  readonly storage: 'f32' | 'f16';
-}
-
-/** out and lse left on the device; `readback` copies them to the host. */
-export interface ResidentOutputs {
-  readonly spec: AttentionSpec;
-  readonly out: GPUBuffer;
-  readonly lse: GPUBuffer;
-}
-
-export interface TimestampWrites {
-  readonly querySet: GPUQuerySet;
-  readonly beginIndex: number;
-  readonly endIndex: number;
-}
-
-/** Everything one run dispatches, bound to its buffers; encode it as often as wanted. */
-export interface PreparedRun {
-  readonly spec: AttentionSpec;
-  readonly strategy: 'tiled' | 'naive';
-  readonly kernel: 'flash' | 'naive' | 'linear';
-  readonly tile: FlashTile | null;
-  readonly outputs: ResidentOutputs;
-  /** Bytes of device memory allocated beyond q, k, v, out and lse (score buffer, layout, states). */
-  readonly extraBytes: number;
-  readonly passes: number;
-  encode(encoder: GPUCommandEncoder, timestamps?: TimestampWrites): void;
-  /** Returns the temporaries to the pool; the outputs stay until `release(outputs)`. */
-  dispose(): void;
-}
+export type {
+  Pass,
+  PlanContext,
+  PreparedRun,
+  ResidentInputs,
+  ResidentOutputs,
+  TimestampWrites,
+  WebGpuRunOptions,
+} from './context.js';
 
 export interface WebGpuBackend extends AttentionBackend {
   readonly name: 'webgpu';
@@ -92,7 +89,15 @@ export interface WebGpuBackend extends AttentionBackend {
     options?: WebGpuRunOptions,
   ): Promise<ResidentOutputs>;
   readback(outputs: ResidentOutputs): Promise<AttentionOutputs>;
-  release(resource: ResidentInputs | ResidentOutputs): void;
+  /** Returns resident tensors to the pool (a ResidentBackwardInputs releases its dOut only). */
+  release(
+    resource:
+      | ResidentInputs
+      | ResidentOutputs
+      | ResidentGradients
+      | ResidentBackwardInputs
+      | GPUBuffer,
+  ): void;
   /** Builds (and compiles) what a run would dispatch, for benchmarks and inspection. */
   prepare(
     spec: AttentionSpec,
@@ -102,38 +107,37 @@ export interface WebGpuBackend extends AttentionBackend {
   /** The WGSL a run with these options would compile. */
   emit(spec: AttentionSpec, options?: WebGpuRunOptions): string;
   emitSource(spec: AttentionSpec, options?: WebGpuRunOptions): string;
+  /**
+   * Gradients of q, k, v and of the captured f32 tensors the score mod reads (FlashAttention-2
+   * style: probabilities recomputed from q, k and lse; deterministic, no atomics).
+   */
+  backward(
+    spec: AttentionSpec,
+    inputs: BackwardInputs,
+    options?: WebGpuBackwardOptions,
+  ): Promise<AttentionGradients>;
+  /** The backward on device-resident buffers (e.g. a forward's inputs and outputs); gradients stay there. */
+  backwardResident(
+    spec: AttentionSpec,
+    inputs: ResidentBackwardInputs,
+    options?: WebGpuBackwardOptions,
+  ): Promise<ResidentGradients>;
+  /** Builds (and compiles) what a backward would dispatch, for benchmarks and training loops. */
+  prepareBackward(
+    spec: AttentionSpec,
+    inputs: ResidentBackwardInputs,
+    options?: WebGpuBackwardOptions,
+  ): Promise<PreparedBackward>;
+  /** An f32 tensor (e.g. ∂loss/∂out) as a storage buffer, for `backwardResident`. */
+  uploadTensor(data: Float32Array, label?: string): GPUBuffer;
+  readbackGradients(gradients: ResidentGradients): Promise<AttentionGradients>;
+  /** The WGSL modules a backward with these options would compile. */
+  emitBackward(spec: AttentionSpec, options?: WebGpuBackwardOptions): BackwardModules;
   /** Program steps on device-resident f32 buffers (`runProgram` from @tessera/core). */
   readonly program: WebGpuProgramOps;
 }
 
 export interface WebGpuBackendOptions extends AcquireOptions {}
-
-export interface Pass {
-  readonly pipeline: GPUComputePipeline;
-  readonly bindGroup: GPUBindGroup;
-  readonly x: number;
-  readonly y: number;
-  readonly z: number;
-}
-
-/** Shared machinery the kernel planners use. */
-export interface PlanContext {
-  readonly ctx: GpuContext;
-  readonly pool: BufferPool;
-  pipeline(
-    key: string,
-    code: string,
-    entryPoint: string,
-    layout?: GPUPipelineLayout,
-  ): Promise<GPUComputePipeline>;
-  checkBinding(name: string, bytes: number): void;
-  storageFor(spec: AttentionSpec): 'f32' | 'f16';
-  /** A storage buffer holding `data`, from the pool. */
-  upload(data: ArrayBufferView, label: string, extraUsage?: number): GPUBuffer;
-  tensorsBuffer(spec: AttentionSpec): GPUBuffer | null;
-}
-
-const STORAGE = Usage.STORAGE | Usage.COPY_DST | Usage.COPY_SRC;
 
 export async function createWebGpuBackend(
   options: WebGpuBackendOptions = {},
@@ -421,8 +425,18 @@ class Backend implements WebGpuBackend {
     };
   }
 
-  release(resource: ResidentInputs | ResidentOutputs): void {
-    if ('q' in resource) {
+  release(
+    resource:
+      | ResidentInputs
+      | ResidentOutputs
+      | ResidentGradients
+      | ResidentBackwardInputs
+      | GPUBuffer,
+  ): void {
+    if ('dq' in resource) releaseGradients(this.planCtx, resource);
+    else if ('dOut' in resource) this.pool.release(resource.dOut);
+    else if (!('spec' in resource)) this.pool.release(resource);
+    else if ('q' in resource) {
       this.pool.release(resource.q);
       this.pool.release(resource.k);
       this.pool.release(resource.v);
@@ -446,14 +460,9 @@ class Backend implements WebGpuBackend {
     const strategy = options.strategy ?? 'tiled';
     if (strategy !== 'tiled' && strategy !== 'naive')
       throw new SpecError(`strategy must be 'tiled' or 'naive' (got ${JSON.stringify(strategy)})`);
-    const device = this.gpuDevice;
-    device.pushErrorScope('out-of-memory');
-    device.pushErrorScope('validation');
-    let run: PreparedRun | undefined;
-    let failure: unknown;
-    try {
+    return withErrorScopes(this.gpuDevice, async () => {
       if (spec.kernel.type === 'linear') {
-        run = await planLinear.prepare(
+        return planLinear.prepare(
           this.planCtx,
           spec,
           inputs,
@@ -462,19 +471,10 @@ class Backend implements WebGpuBackend {
           (kernel, outputs, passes, temps, extra) =>
             this.prepared(spec, 'tiled', kernel, null, outputs, passes, temps, extra),
         );
-      } else if (strategy === 'naive') run = await this.prepareNaive(spec, inputs);
-      else run = await this.prepareFlash(spec, inputs, options);
-    } catch (e) {
-      failure = e;
-    }
-    const validation = await device.popErrorScope();
-    const oom = await device.popErrorScope();
-    if (failure !== undefined) throw failure;
-    if (oom) throw new ResourceLimitError(`the device ran out of memory: ${oom.message}`);
-    if (validation)
-      throw new TesseraError('ERR_WEBGPU', `WebGPU validation error: ${validation.message}`);
-    if (!run) throw new TesseraError('ERR_WEBGPU', 'no run was prepared');
-    return run;
+      }
+      if (strategy === 'naive') return this.prepareNaive(spec, inputs);
+      return this.prepareFlash(spec, inputs, options);
+    });
   }
 
   private newOutputs(spec: AttentionSpec): ResidentOutputs {
@@ -624,24 +624,7 @@ class Backend implements WebGpuBackend {
       extraBytes,
       passes: passes.length,
       encode(encoder, ts) {
-        passes.forEach((p, i) => {
-          const timestampWrites: GPUComputePassTimestampWrites | undefined = ts
-            ? {
-                querySet: ts.querySet,
-                ...(i === 0 ? { beginningOfPassWriteIndex: ts.beginIndex } : {}),
-                ...(i === passes.length - 1 ? { endOfPassWriteIndex: ts.endIndex } : {}),
-              }
-            : undefined;
-          const pass = encoder.beginComputePass(
-            timestampWrites && (i === 0 || i === passes.length - 1)
-              ? { timestampWrites }
-              : undefined,
-          );
-          pass.setPipeline(p.pipeline);
-          pass.setBindGroup(0, p.bindGroup);
-          pass.dispatchWorkgroups(p.x, p.y, p.z);
-          pass.end();
-        });
+        encodePasses(encoder, passes, ts);
       },
       dispose() {
         for (const t of temps) pool.release(t);
@@ -707,6 +690,99 @@ class Backend implements WebGpuBackend {
       }
     } finally {
       this.release(resident);
+    }
+  }
+
+  uploadTensor(data: Float32Array, label = 'tessera tensor'): GPUBuffer {
+    this.alive();
+    this.checkBinding(label, data.byteLength);
+    return this.uploadData(data, label);
+  }
+
+  emitBackward(spec: AttentionSpec, options: WebGpuBackwardOptions = {}): BackwardModules {
+    return emitBackward(spec, this.ctx.limits, this.storageFor(spec), options);
+  }
+
+  async prepareBackward(
+    spec: AttentionSpec,
+    inputs: ResidentBackwardInputs,
+    options: WebGpuBackwardOptions = {},
+  ): Promise<PreparedBackward> {
+    this.alive();
+    return withErrorScopes(this.gpuDevice, () =>
+      prepareBackward(this.planCtx, spec, inputs, options),
+    );
+  }
+
+  async backwardResident(
+    spec: AttentionSpec,
+    inputs: ResidentBackwardInputs,
+    options: WebGpuBackwardOptions = {},
+  ): Promise<ResidentGradients> {
+    const run = await this.prepareBackward(spec, inputs, options);
+    const encoder = this.gpuDevice.createCommandEncoder();
+    run.encode(encoder);
+    this.gpuDevice.queue.submit([encoder.finish()]);
+    run.dispose(); // later submissions are ordered after this one
+    return run.gradients;
+  }
+
+  async readbackGradients(g: ResidentGradients): Promise<AttentionGradients> {
+    this.alive();
+    const sizes = tensorSizes(g.spec);
+    const parts = [
+      { buffer: g.dq, length: sizes.q },
+      { buffer: g.dk, length: sizes.k },
+      { buffer: g.dv, length: sizes.v },
+    ];
+    g.grads.forEach((b, slot) => {
+      if (b) parts.push({ buffer: b, length: (g.spec.tensors[slot] as { length: number }).length });
+    });
+    let read: Float32Array[];
+    try {
+      read = await readF32(this.planCtx, parts);
+    } catch (cause) {
+      this.alive();
+      throw cause;
+    }
+    const [dq, dk, dv, ...rest] = read as [Float32Array, Float32Array, Float32Array];
+    const grads = g.grads.map((b) => (b ? (rest.shift() ?? null) : null));
+    return { dq, dk, dv, grads };
+  }
+
+  async backward(
+    spec: AttentionSpec,
+    inputs: BackwardInputs,
+    options: WebGpuBackwardOptions = {},
+  ): Promise<AttentionGradients> {
+    this.alive();
+    checkBackward(spec, options);
+    validateBackwardInputs(spec, inputs);
+    planBackward(spec, this.ctx.limits, options); // its errors before any upload
+    const sizes = tensorSizes(spec);
+    this.checkBinding('dOut', sizes.out * 4);
+    const resident = this.upload(spec, inputs);
+    const outputs: ResidentOutputs = {
+      spec,
+      out: this.uploadData(inputs.out, 'tessera out'),
+      lse: this.uploadData(inputs.lse, 'tessera lse'),
+    };
+    const dOut = this.uploadData(inputs.dOut, 'tessera dOut');
+    try {
+      const g = await this.backwardResident(
+        spec,
+        { spec, inputs: resident, outputs, dOut },
+        options,
+      );
+      try {
+        return await this.readbackGradients(g);
+      } finally {
+        this.release(g);
+      }
+    } finally {
+      this.release(resident);
+      this.release(outputs);
+      this.pool.release(dOut);
     }
   }
 

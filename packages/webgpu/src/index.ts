@@ -8,6 +8,17 @@ export {
   type WebGpuBackendOptions,
   type WebGpuRunOptions,
 } from './backend.js';
+export type {
+  BackwardModules,
+  BackwardPlan,
+  BackwardRequest,
+  BackwardTile,
+  PreparedBackward,
+  ResidentBackwardInputs,
+  ResidentGradients,
+  WebGpuBackwardOptions,
+} from './backward/index.js';
+export { planBackward } from './backward/index.js';
 export { type EmitOptions, emitWgsl } from './emit.js';
 export { DeviceLostError, ShaderCompileError } from './errors.js';
 export type { GpuLimits } from './gpu.js';

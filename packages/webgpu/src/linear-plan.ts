@@ -6,7 +6,7 @@ import {
   randomFeatureMatrix,
   UnsupportedError,
 } from '@tessera/core';
-import type { Pass, PlanContext, PreparedRun, ResidentInputs, ResidentOutputs } from './backend.js';
+import type { Pass, PlanContext, PreparedRun, ResidentInputs, ResidentOutputs } from './context.js';
 import { Usage } from './gpu.js';
 import { emitLinear, LINEAR_THREADS, linearLayout } from './wgsl/linear.js';
 

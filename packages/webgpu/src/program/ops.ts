@@ -13,7 +13,7 @@ import {
   TesseraError,
   UnsupportedError,
 } from '@tessera/core';
-import type { PlanContext, ResidentInputs, ResidentOutputs } from '../backend.js';
+import type { PlanContext, ResidentInputs, ResidentOutputs } from '../context.js';
 import { MAP_READ_MODE, Usage } from '../gpu.js';
 import { Recording } from './recording.js';
 import { CandidateLayouts } from './select.js';

@@ -1,7 +1,7 @@
 /// <reference types="@webgpu/types" preserve="true" />
 /** One step's command encoder, the buffers it allocates and the temporaries it frees after. */
 import type { Shape } from '@tessera/core';
-import type { PlanContext } from '../backend.js';
+import type { PlanContext } from '../context.js';
 import { Usage } from '../gpu.js';
 import { gridSize } from './grid.js';
 import { elementsOf, type GpuTensor } from './values.js';

@@ -11,7 +11,7 @@ import {
   layoutSlice,
   type SelectStep,
 } from '@tessera/core';
-import type { PlanContext } from '../backend.js';
+import type { PlanContext } from '../context.js';
 import { Usage } from '../gpu.js';
 import type { Recording } from './recording.js';
 import { emitSelect } from './select-kernel.js';

@@ -16,7 +16,7 @@ import type {
   SubtractStep,
 } from '@tessera/core';
 import { SpecError, UnsupportedError } from '@tessera/core';
-import type { ResidentInputs, ResidentOutputs } from '../backend.js';
+import type { ResidentInputs, ResidentOutputs } from '../context.js';
 import { recordFlashOnSelection } from './attend.js';
 import { featureMapPlan } from './compressed-features.js';
 import { emitCompressed } from './compressed-kernel.js';
