@@ -27,6 +27,7 @@ import {
   type BackwardOptions as CudaBackwardOptions,
   type DeviceBackwardInputs,
   type DeviceGradients,
+  type PreparedBackward,
 } from './backward/index.js';
 import { strides } from './emit/common.js';
 import { type CudaModuleSource, emitCuda, launchGeometry, packParams } from './emit/index.js';
@@ -151,10 +152,13 @@ export class CudaBackend implements AttentionBackend {
     return this.gradients.launch(spec, inputs, outputs, options);
   }
 
-  /** Plans, compiles and loads `spec`'s backward pass (cached). */
-  async prepareBackward(spec: AttentionSpec, options: CudaBackwardOptions = {}): Promise<void> {
+  /** Plans, compiles and loads `spec`'s backward pass (cached); its `launch` enqueues at once. */
+  prepareBackward(
+    spec: AttentionSpec,
+    options: CudaBackwardOptions = {},
+  ): Promise<PreparedBackward> {
     this.alive();
-    await this.gradients.prepare(spec, options);
+    return this.gradients.prepare(spec, options);
   }
 
   get device(): string {

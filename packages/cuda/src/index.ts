@@ -15,6 +15,7 @@ export {
   type DeviceGradients,
   emitBackward,
   FIX_BITS,
+  type PreparedBackward,
   planBackward,
   transposeLayout,
 } from './backward/index.js';

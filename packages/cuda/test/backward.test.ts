@@ -112,10 +112,15 @@ const specs: [string, AttentionSpec][] = [
       dtype: 'f16',
       layout: 'bshd',
       mask: slidingWindow(20, { causal: true }),
-      scoreMod: scoreMod(({ score, q, kv }) => score.add(table.at(q.sub(kv).add(S - 1))), { name: 'rel-pos' }),
+      scoreMod: scoreMod(({ score, q, kv }) => score.add(table.at(q.sub(kv).add(S - 1))), {
+        name: 'rel-pos',
+      }),
     }),
   ],
-  ['mma bf16 fully masked rows, softcap', defineAttention({ ...base, dtype: 'bf16', mask: everyThird, scoreMod: softcap })],
+  [
+    'mma bf16 fully masked rows, softcap',
+    defineAttention({ ...base, dtype: 'bf16', mask: everyThird, scoreMod: softcap }),
+  ],
 ];
 
 describe('cuda backward (emulated) vs the f64 reference', async () => {

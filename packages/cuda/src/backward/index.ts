@@ -42,11 +42,12 @@ export interface DeviceGradients {
 export type BackwardOptions = BackwardPlanOptions;
 
 /** A spec's backward pass compiled and loaded, its layouts, tensors and scratch on the device. */
-interface PreparedBackward {
+export interface PreparedBackward {
   readonly plan: BackwardPlan;
   readonly module: BackwardModule;
   /** Device bytes held beyond inputs and gradients (layouts, D, lse2, partials). */
   readonly extraBytes: number;
+  /** Enqueues the pass (synchronously; no checks: `CudaBackward.launch` checks). */
   launch(inputs: DeviceBackwardInputs, outputs: DeviceGradients): void;
   release(): void;
 }

@@ -355,8 +355,8 @@ ${elementCode(spec, plan, false)}
 
 /** The per-head flush of the uniform terms' per-thread sums: one partial per CTA and (b, h). */
 function uniformFlush(U: number): string {
-  return (    U > 0
-      ? `    // uniform tensor terms: this CTA's partial per (b, h), summed in a fixed order
+  return U > 0
+    ? `    // uniform tensor terms: this CTA's partial per (b, h), summed in a fixed order
     #pragma unroll
     for (int u = 0; u < NUNIFORM; ++u) {
       float s = tacc[u];
@@ -372,7 +372,7 @@ function uniformFlush(U: number): string {
       }
     }
 `
-      : '');
+    : '';
 }
 
 /** The captured-tensor term code both paths' element code uses. */
