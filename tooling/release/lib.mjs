@@ -304,7 +304,7 @@ export function scratchApp(pm, packed, dir) {
 
   const quiet = { cwd: dir, env: { npm_config_update_notifier: 'false' } };
   if (pm === 'npm') run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error'], quiet);
-  else pnpm(['install', '--ignore-workspace', '--config.confirmModulesPurge=false'], quiet);
+  else pnpm(['install', '--ignore-workspace', '--no-frozen-lockfile'], quiet);
 
   // Browser apps never need Dawn (every platform's binary, ~130 MB): an optional peer is not
   // installed unless the app asks for it (npm hoists to node_modules/, pnpm keeps it in .pnpm/).
