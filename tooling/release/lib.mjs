@@ -91,6 +91,31 @@ export function checkManifest({ dir, manifest: m }) {
   return problems;
 }
 
+/**
+ * `/// <reference types=...>` directives in the publishable packages' sources that lack
+ * preserve="true": TypeScript >= 5.5 drops those from emitted declarations, and a consumer's tsc
+ * then no longer knows the referenced globals (GPUBuffer, ...). As "file:line".
+ */
+export function unpreservedReferences() {
+  const found = [];
+  const walk = (dir) => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) walk(path);
+      else if (/\.(ts|mts|cts)$/.test(entry.name) && !entry.name.endsWith('.d.ts'))
+        readFileSync(path, 'utf8')
+          .split('\n')
+          .forEach((line, i) => {
+            if (/^\/\/\/\s*<reference\s+types=/.test(line) && !/preserve="true"/.test(line))
+              found.push(`${path.slice(repoRoot.length + 1)}:${i + 1}`);
+          });
+    }
+  };
+  for (const dir of metadata.packages)
+    if (existsSync(join(repoRoot, dir, 'src'))) walk(join(repoRoot, dir, 'src'));
+  return found;
+}
+
 /** Packs every publishable package into dest with pnpm; returns them with their tarball path. */
 export function packAll(dest) {
   rmSync(dest, { recursive: true, force: true });

@@ -17,6 +17,7 @@ import {
   publishDryRun,
   releasePackages,
   scratchApp,
+  unpreservedReferences,
 } from '../release/lib.mjs';
 import { bootstrap } from './bootstrap.mjs';
 
@@ -39,6 +40,7 @@ function report(step, name, problems) {
 try {
   if (!values['no-build']) bootstrap();
   for (const pkg of releasePackages()) report('manifest', pkg.name, checkManifest(pkg));
+  report('declarations', 'reference directives', unpreservedReferences());
   const packed = packAll(join(work, 'packed'));
   for (const pkg of packed) report('tarball', pkg.name, inspectTarball(pkg));
   for (const r of await lintAll(packed)) report('publint+attw', r.name, r.ok ? [] : [r.output]);

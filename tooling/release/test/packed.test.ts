@@ -13,6 +13,7 @@ import {
   publishDryRun,
   releasePackages,
   scratchApp,
+  unpreservedReferences,
 } from '../lib.mjs';
 
 type Packed = ReturnType<typeof packAll>;
@@ -29,6 +30,10 @@ describe('publishable packages', () => {
   it('follow the release rules in their manifests', () => {
     const problems = Object.fromEntries(releasePackages().map((p) => [p.name, checkManifest(p)]));
     expect(problems).toEqual(Object.fromEntries(Object.keys(problems).map((n) => [n, []])));
+  });
+
+  it('keep every /// <reference types> in their declarations (preserve="true")', () => {
+    expect(unpreservedReferences()).toEqual([]);
   });
 
   it('pack with a LICENSE, ^ ranges and exports that point at shipped files', () => {

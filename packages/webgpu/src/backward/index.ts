@@ -1,4 +1,4 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 /**
  * The backward pass: what the façade's `backward`, `backwardResident` and `prepareBackward` call.
  * Plans once (backward/plan.ts), emits the kernels (backward/softmax.ts), binds them to resident
