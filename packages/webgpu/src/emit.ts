@@ -1,5 +1,10 @@
 /** emitWgsl: the WGSL of a spec, without a device (limits default to WebGPU's baseline). */
 import type { AttentionSpec, Strategy } from '@tessera/core';
+import {
+  type BackwardModules,
+  emitBackward,
+  type WebGpuBackwardOptions,
+} from './backward/index.js';
 import type { GpuLimits } from './gpu.js';
 import { chooseFlashTile, type TileRequest } from './tiles.js';
 import { emitFlash } from './wgsl/flash.js';
@@ -33,4 +38,18 @@ export function emitWgsl(spec: AttentionSpec, options: EmitOptions = {}): string
     return emitNaive(spec, { storage, subgroups: options.subgroups ?? false, softmaxThreads: 256 });
   const tile = chooseFlashTile(spec, options.limits ?? DEFAULT_LIMITS, options);
   return emitFlash(spec, { tile, storage });
+}
+
+export interface BackwardEmitOptions extends WebGpuBackwardOptions {
+  readonly storage?: 'f32' | 'f16';
+  /** Device limits to fit the tile to; WebGPU's default limits when left out. */
+  readonly limits?: GpuLimits;
+}
+
+/** The backward's WGSL modules of a spec, without a device (limits default to WebGPU's baseline). */
+export function emitBackwardWgsl(
+  spec: AttentionSpec,
+  options: BackwardEmitOptions = {},
+): BackwardModules {
+  return emitBackward(spec, options.limits ?? DEFAULT_LIMITS, options.storage ?? 'f32', options);
 }

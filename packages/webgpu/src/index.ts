@@ -19,7 +19,7 @@ export type {
   WebGpuBackwardOptions,
 } from './backward/index.js';
 export { planBackward } from './backward/index.js';
-export { type EmitOptions, emitWgsl } from './emit.js';
+export { type BackwardEmitOptions, type EmitOptions, emitBackwardWgsl, emitWgsl } from './emit.js';
 export { DeviceLostError, ShaderCompileError } from './errors.js';
 export type { GpuLimits } from './gpu.js';
 export type { GroupingArrays, SelectionLayout, WebGpuProgramOps } from './program/ops.js';
