@@ -266,6 +266,27 @@ describe('every sample runs and computes what the page says', () => {
     expect(mod.cuda).toContain('tanh');
   });
 
+  it('learnable-bias: every backend recovers the hidden teacher slopes from its outputs', async () => {
+    const { mod, logs } = await runSample('learnable-bias', 19);
+    expect(
+      logs.some((l) => l.startsWith('cpu: slopes after 300 steps [0.500, 0.250, 0.125, 0.06')),
+    ).toBe(true);
+    expect(Object.keys(mod.fitted)).toContain('cpu');
+    // The student starts at 0.1 for every head and never sees the teacher's slopes.
+    for (const [name, slopes] of Object.entries(mod.fitted as Record<string, Float32Array>)) {
+      for (let h = 0; h < 4; h++)
+        expect(
+          Math.abs((slopes[h] as number) - (mod.teacherSlopes[h] as number)),
+          `${name} h${h}`,
+        ).toBeLessThan(2e-3);
+    }
+    // Every backend lands on the same values (they follow the same gradients from the same start).
+    const cpu = mod.fitted.cpu as Float32Array;
+    for (const slopes of Object.values(mod.fitted as Record<string, Float32Array>))
+      for (let h = 0; h < 4; h++)
+        expect(Math.abs((slopes[h] as number) - (cpu[h] as number))).toBeLessThan(1e-3);
+  }, 120_000);
+
   it('cuda: emits CUDA C++ without a GPU, and says when there is none', async () => {
     const { mod, logs } = await runSample('cuda', 18);
     expect(mod.module.source).toContain('__global__');
