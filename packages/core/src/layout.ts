@@ -45,6 +45,55 @@ export function layoutSlice(layout: BlockLayout, b: number, h: number): number {
   return (layout.batches === 1 ? 0 : b) * layout.heads + (layout.heads === 1 ? 0 : h);
 }
 
+/**
+ * A layout's column (transposed) view: for each slice and KV block, the Q blocks that visit it,
+ * ascending, with the same `full` flags (CSR: `colStart` has slices·numKVBlocks + 1 entries). A
+ * backward pass walks it to accumulate dk and dv per KV block over exactly the blocks the forward
+ * visited.
+ */
+export interface LayoutColumns {
+  readonly colStart: Int32Array;
+  readonly qBlocks: Int32Array;
+  readonly full: Uint8Array;
+}
+
+const columnCache = new WeakMap<BlockLayout, LayoutColumns>();
+
+/** The column view of `layout` (computed once per layout and cached). */
+export function layoutColumns(layout: BlockLayout): LayoutColumns {
+  const hit = columnCache.get(layout);
+  if (hit) return hit;
+  const slices = layout.batches * layout.heads;
+  const nq = layout.numQBlocks;
+  const nk = layout.numKVBlocks;
+  const { rowStart, kvBlocks } = layout;
+  const colStart = new Int32Array(slices * nk + 1);
+  for (let s = 0; s < slices; s++)
+    for (let r = s * nq; r < (s + 1) * nq; r++)
+      for (let e = rowStart[r] as number; e < (rowStart[r + 1] as number); e++)
+        colStart[s * nk + (kvBlocks[e] as number) + 1]++;
+  for (let c = 0; c < slices * nk; c++)
+    colStart[c + 1] = (colStart[c + 1] as number) + (colStart[c] as number);
+  const next = colStart.slice(0, slices * nk);
+  const qBlocks = new Int32Array(kvBlocks.length);
+  const full = new Uint8Array(kvBlocks.length);
+  // Rows are walked in ascending Q-block order, so every column's list ascends.
+  for (let s = 0; s < slices; s++)
+    for (let qb = 0; qb < nq; qb++) {
+      const r = s * nq + qb;
+      for (let e = rowStart[r] as number; e < (rowStart[r + 1] as number); e++) {
+        const c = s * nk + (kvBlocks[e] as number);
+        const at = next[c] as number;
+        next[c] = at + 1;
+        qBlocks[at] = qb;
+        full[at] = layout.full[e] as number;
+      }
+    }
+  const columns = Object.freeze({ colStart, qBlocks, full });
+  columnCache.set(layout, columns);
+  return columns;
+}
+
 /** Appends rows in order (slice-major, then Q block); KV blocks within a row must ascend. */
 export class BlockLayoutBuilder {
   private readonly shape: Omit<BlockLayout, 'rowStart' | 'kvBlocks' | 'full'>;

@@ -12,6 +12,7 @@ import {
   hash,
   type LayoutContext,
   type LayoutCounters,
+  layoutColumns,
   layoutDifference,
   layoutSlice,
   layoutStats,
@@ -210,5 +211,50 @@ describe('layout builder and stats', () => {
     expect(s.computedPairs).toBe(68 * 4);
     expect(s.fullBlocks).toBe(3 * 4);
     expect(s.density).toBeCloseTo(68 / 100, 12);
+  });
+});
+
+describe('layoutColumns', () => {
+  it('lists, for every KV block, exactly the Q blocks whose rows list it, ascending, with their full flags', () => {
+    const spec = defineAttention({
+      batch: 2,
+      headsQ: 3,
+      seqQ: 70,
+      seqKV: 90,
+      headDim: 8,
+      mask: maskMod(({ b, h, q, kv }) =>
+        kv.le(q.add(b.mul(7))).and(q.sub(kv).lt(h.add(1).mul(13))),
+      ),
+    });
+    const layout = blockLayout(spec, { blockQ: 16, blockKV: 8 });
+    const cols = layoutColumns(layout);
+    const slices = layout.batches * layout.heads;
+    const nq = layout.numQBlocks;
+    const nk = layout.numKVBlocks;
+    expect(slices).toBe(6);
+    expect(cols.colStart.length).toBe(slices * nk + 1);
+    expect(cols.qBlocks.length).toBe(layout.kvBlocks.length);
+    // Independent check: the set of (slice, q block, kv block, full) from the row view.
+    const fromRows = new Set<string>();
+    for (let s = 0; s < slices; s++)
+      for (let qb = 0; qb < nq; qb++) {
+        const r = s * nq + qb;
+        for (let e = layout.rowStart[r] as number; e < (layout.rowStart[r + 1] as number); e++)
+          fromRows.add(`${s}:${qb}:${layout.kvBlocks[e]}:${layout.full[e]}`);
+      }
+    const fromCols = new Set<string>();
+    for (let s = 0; s < slices; s++)
+      for (let kb = 0; kb < nk; kb++) {
+        const c = s * nk + kb;
+        let prev = -1;
+        for (let e = cols.colStart[c] as number; e < (cols.colStart[c + 1] as number); e++) {
+          const qb = cols.qBlocks[e] as number;
+          expect(qb).toBeGreaterThan(prev);
+          prev = qb;
+          fromCols.add(`${s}:${qb}:${kb}:${cols.full[e]}`);
+        }
+      }
+    expect(fromCols).toEqual(fromRows);
+    expect(layoutColumns(layout)).toBe(cols);
   });
 });
