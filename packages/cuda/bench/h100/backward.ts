@@ -1,7 +1,9 @@
 // The backward section of the device bench (`run.mjs --backward`): (a) correctness of the device
 // backward against the f64 reference on mid shapes; (b) forward + backward timing in bf16, B=1,
-// H=32, D=128 (CUDA events, median of 5 after 2 warm-ups); (c) the ALiBi slopes' gradient
-// bit-identical across two runs. Prints a Markdown table; writes $OUT/cuda-backward.json.
+// H=32, D=128 (CUDA events, median of 5 after 2 warm-ups), with each kernel of the pass timed
+// alone (pre-pass, dK/dV, dQ, tensor-gradient reduction) and a few tile-step variants of the
+// tensor-core kernels; (c) the ALiBi slopes' gradient bit-identical across two runs. Prints a
+// Markdown table; writes $OUT/cuda-backward.json.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { compareGradients, GRADIENT_TOLERANCE } from '@tessera/conformance';
@@ -15,6 +17,7 @@ import {
 } from '@tessera/core';
 import { createCpuBackend } from '@tessera/cpu';
 import { bigBird, causal, slidingWindow } from '@tessera/patterns';
+import type { BackwardPlanOptions } from '../../src/backward/plan.js';
 import { type CudaBackend, createCudaBackend } from '../../src/index.js';
 import { referenceBackward } from '../../test/backward-reference.js';
 import { fillRandom } from './device-data.js';
@@ -47,6 +50,39 @@ const alibi = (h: number) => {
     name: 'alibi-learnable',
   });
 };
+
+/**
+ * Each kernel of one backward pass timed alone (median of 5): the launches `run` enqueues are
+ * recorded once through the context, then replayed one at a time between events.
+ */
+async function kernelTimes(cuda: CudaBackend, run: () => void): Promise<Record<string, number>> {
+  const ctx = cuda.context;
+  const launch = ctx.launch;
+  const calls: Parameters<typeof launch>[] = [];
+  ctx.launch = (...a) => {
+    calls.push(a);
+    launch.apply(ctx, a);
+  };
+  try {
+    run();
+  } finally {
+    ctx.launch = launch;
+  }
+  await cuda.synchronize();
+  const times: Record<string, number> = {};
+  for (const c of calls) {
+    const name = /tsr_bwd_([a-z]+)_/.exec(c[1].name)?.[1] ?? c[1].name;
+    const ms: number[] = [];
+    for (let i = 0; i < 5; i++) ms.push(await cuda.cuda.time(() => launch.apply(ctx, c)));
+    times[name] = median(ms);
+  }
+  return times;
+}
+
+const fmtKernels = (t: Record<string, number>) =>
+  Object.entries(t)
+    .map(([k, v]) => `${k} ${v.toFixed(3)}`)
+    .join(', ');
 
 async function correctness(cuda: CudaBackend, rows: string[], json: Record<string, unknown>) {
   const cpu = await createCpuBackend();
@@ -112,7 +148,7 @@ async function timing(
     defineAttention({ batch: 1, headsQ: H, seqQ: n, headDim: D, dtype: 'bf16', ...extra });
   const bb = (n: number) =>
     bigBird({ block: 128, window: 3, globalBlocks: 1, randomBlocks: 2, seed: 1, seqKV: n });
-  const cases: [string, AttentionSpec, number][] = [
+  const makeCases = (): [string, AttentionSpec, number][] => [
     ['dense 4k', spec(4096), 4096 * 4096],
     ['causal 4k', spec(4096, { mask: causal() }), (4096 * 4096) / 2],
     ['dense 16k', spec(16384), 16384 * 16384],
@@ -127,9 +163,13 @@ async function timing(
     ['window 1024 64k', spec(65536, { mask: slidingWindow(1024, { causal: true }) }), 65536 * 1024],
     ['BigBird 64k', spec(65536, { mask: bb(65536) }), 0],
   ];
+  const cases = makeCases();
   const out: unknown[] = [];
-  for (const [name, s, pairs] of quick ? cases.slice(0, 5) : cases) {
-    const sz = tensorSizes(s);
+  const variants: [string, BackwardPlanOptions][] = [['default', {}]];
+  if (!quick)
+    variants.push(['dq step 64', { steps: { dq: 64 } }], ['dkdv step 16', { steps: { dkdv: 16 } }]);
+  for (const [name, s0, pairs] of quick ? cases.slice(0, 5) : cases) {
+    const sz = tensorSizes(s0);
     const q = cuda.empty('bf16', sz.q);
     const k = cuda.empty('bf16', sz.k);
     const v = cuda.empty('bf16', sz.v);
@@ -138,52 +178,60 @@ async function timing(
     await fillRandom(cuda, k, 12, 2);
     await fillRandom(cuda, v, 13);
     await fillRandom(cuda, dOut, 14);
-    const fwd = cuda.outputsFor(s);
-    const pf = await cuda.prepare(s);
-    const pb = await cuda.prepareBackward(s);
-    const g = cuda.gradientsFor(s);
-    const bin = { q, k, v, out: fwd.out, lse: fwd.lse, dOut };
-    // The prepared launches enqueue synchronously, so the events bracket exactly the kernels.
+    const fwd = cuda.outputsFor(s0);
+    const pf = await cuda.prepare(s0);
     const f = () => pf.launch(q.ptr, k.ptr, v.ptr, fwd.out.ptr, fwd.lse.ptr);
     f();
     await cuda.synchronize();
-    await cuda.launchBackward(s, bin, g); // checks the tensors once
-    const b = () => pb.launch(bin, g);
-    b();
-    await cuda.synchronize();
     const fwdMs: number[] = [];
-    const bwdMs: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      fwdMs.push(await cuda.cuda.time(f));
-      bwdMs.push(await cuda.cuda.time(b));
-    }
-    await cuda.synchronize();
+    for (let i = 0; i < 5; i++) fwdMs.push(await cuda.cuda.time(f));
     const fm = median(fwdMs);
-    const bm = median(bwdMs);
-    const flops = pairs > 0 ? 4 * pairs * H * D * 2.5 : 0;
-    const tflops = flops > 0 ? flops / (bm * 1e-3) / 1e12 : Number.NaN;
-    let slopesIdentical: boolean | undefined;
-    const tslot = g.grads.findIndex((x) => x !== null);
-    if (tslot >= 0) {
-      const a = await g.grads[tslot]?.toFloat32Array();
+    // Variants on the dense 4k and causal 16k cases only; a fresh spec object per variant, since
+    // prepared passes are cached per spec and path.
+    const tried = name === 'dense 4k' || name === 'causal 16k' ? variants : variants.slice(0, 1);
+    for (const [variant, opts] of tried) {
+      const s = variant === 'default' ? s0 : (makeCases().find((c) => c[0] === name)?.[1] ?? s0);
+      const pb = await cuda.prepareBackward(s, opts);
+      const g = cuda.gradientsFor(s);
+      const bin = { q, k, v, out: fwd.out, lse: fwd.lse, dOut };
+      await cuda.launchBackward(s, bin, g, opts); // checks the tensors once
+      // The prepared launches enqueue synchronously, so the events bracket exactly the kernels.
+      const b = () => pb.launch(bin, g);
       b();
-      const c = await g.grads[tslot]?.toFloat32Array();
-      slopesIdentical =
-        !!a && !!c && a.length === c.length && a.every((x, i) => Object.is(x, c[i]));
-      const d = await g.dq.toFloat32Array();
-      if (d.some((x) => !Number.isFinite(x))) log(`FAIL ${name}: non-finite dq`);
+      await cuda.synchronize();
+      const bwdMs: number[] = [];
+      for (let i = 0; i < 5; i++) bwdMs.push(await cuda.cuda.time(b));
+      const kernels = await kernelTimes(cuda, b);
+      const bm = median(bwdMs);
+      const flops = pairs > 0 ? 4 * pairs * H * D * 2.5 : 0;
+      const tflops = flops > 0 ? flops / (bm * 1e-3) / 1e12 : Number.NaN;
+      let slopesIdentical: boolean | undefined;
+      const tslot = g.grads.findIndex((x) => x !== null);
+      if (tslot >= 0) {
+        const a = await g.grads[tslot]?.toFloat32Array();
+        b();
+        const c = await g.grads[tslot]?.toFloat32Array();
+        slopesIdentical =
+          !!a && !!c && a.length === c.length && a.every((x, i) => Object.is(x, c[i]));
+        const d = await g.dq.toFloat32Array();
+        if (d.some((x) => !Number.isFinite(x))) log(`FAIL ${name}: non-finite dq`);
+      }
+      const label = variant === 'default' ? name : `${name} [${variant}]`;
+      const line = `| ${label} | ${fm.toFixed(3)} | ${bm.toFixed(3)} | ${(fm + bm).toFixed(3)} | ${Number.isFinite(tflops) ? tflops.toFixed(0) : '–'} | ${fmtKernels(kernels)} | ${slopesIdentical === undefined ? '' : slopesIdentical ? 'slopes grad bit-identical' : 'slopes grad DIFFERS'} |`;
+      log(line);
+      rows.push(line);
+      out.push({
+        name,
+        variant,
+        forwardMs: fwdMs,
+        backwardMs: bwdMs,
+        kernelMs: kernels,
+        backwardTflops: tflops,
+        slopesIdentical,
+      });
+      for (const t of [g.dq, g.dk, g.dv, ...g.grads]) t?.dispose();
     }
-    const line = `| ${name} | ${fm.toFixed(3)} | ${bm.toFixed(3)} | ${(fm + bm).toFixed(3)} | ${Number.isFinite(tflops) ? tflops.toFixed(0) : '–'} | ${slopesIdentical === undefined ? '' : slopesIdentical ? 'slopes grad bit-identical' : 'slopes grad DIFFERS'} |`;
-    log(line);
-    rows.push(line);
-    out.push({
-      name,
-      forwardMs: fwdMs,
-      backwardMs: bwdMs,
-      backwardTflops: tflops,
-      slopesIdentical,
-    });
-    for (const t of [q, k, v, dOut, fwd.out, fwd.lse, g.dq, g.dk, g.dv, ...g.grads]) t?.dispose();
+    for (const t of [q, k, v, dOut, fwd.out, fwd.lse]) t.dispose();
   }
   json.timing = out;
 }
@@ -208,7 +256,7 @@ export async function runBackwardBench(opts: {
     `\n## backward on ${json.device}\n\n| case | errors (rel. L2) | status |\n|---|---|---|\n${corr.join('\n')}`,
   );
   console.log(
-    `\n| case (bf16, B=1, H=32, D=128) | forward ms | backward ms | fwd+bwd ms | bwd TFLOP/s (2.5× fwd FLOPs) | |\n|---|---|---|---|---|---|\n${time.join('\n')}`,
+    `\n| case (bf16, B=1, H=32, D=128) | forward ms | backward ms | fwd+bwd ms | bwd TFLOP/s (2.5× fwd FLOPs) | kernels alone, ms | |\n|---|---|---|---|---|---|---|\n${time.join('\n')}`,
   );
   return corr.some((r) => r.includes('FAIL')) ? 1 : 0;
 }

@@ -44,13 +44,22 @@ export interface BackwardPlan {
   readonly fixedCount: number;
   /** Uniform terms' per-CTA partials plus their per-(b, h) sums, in floats. */
   readonly partialFloats: number;
-  /** Launch grids, in launch order. */
+  /**
+   * Launch order of the two passes' CTAs: the block index (KV block for dk/dv, Q block for dq) is
+   * the slowest-varying coordinate of a 1-D grid, ascending or descending so that the longest
+   * columns (rows) start first — causal's first columns and last rows, BigBird's global blocks —
+   * instead of forming a tail after the short ones.
+   */
+  readonly order: { readonly dkdv: BlockOrder; readonly dq: BlockOrder };
+  /** Launch grids, in launch order (1-D for dk/dv and dq: block index slowest, then batch, head). */
   readonly grids: {
     readonly pre: readonly [number, number, number];
     readonly dkdv: readonly [number, number, number];
     readonly dq: readonly [number, number, number];
   };
 }
+
+export type BlockOrder = 'ascending' | 'descending';
 
 export interface ColumnLayout {
   readonly colStart: Int32Array;
@@ -109,6 +118,11 @@ export function gradientSlots(spec: AttentionSpec): number[] {
 export interface BackwardPlanOptions extends RunOptions {
   /** Force the CUDA-core path for a 16-bit spec. */
   readonly path?: 'mma' | 'simt';
+  /**
+   * Tensor-core path only: query rows per dk/dv step and keys per dq step (16, 32 or 64; default
+   * 32 above head dim 64, else 64). A tuning knob: larger steps need more registers.
+   */
+  readonly steps?: { readonly dkdv?: 16 | 32 | 64; readonly dq?: 16 | 32 | 64 };
 }
 
 /** Decides the backward schedule of a softmax spec; throws UnsupportedError naming what is not. */
@@ -134,10 +148,13 @@ export function planBackward(spec: AttentionSpec, options: BackwardPlanOptions =
     // A warp owns 16 keys (dk/dv) or 16 query rows (dq) of 4 warps; the streamed side's step is
     // 32 above head dim 64, so the f32 accumulators and score fragments stay in registers.
     const step = Math.max(spec.headDim, spec.headDimV) > 64 ? 32 : 64;
+    for (const x of [options.steps?.dkdv, options.steps?.dq])
+      if (x !== undefined && x !== 16 && x !== 32 && x !== 64)
+        throw new UnsupportedError(`cuda: backward steps must be 16, 32 or 64 (got ${x})`);
     blockKV = 64;
-    blockQ = step;
+    blockQ = options.steps?.dkdv ?? step;
     dqBlockQ = 64;
-    dqBlockKV = step;
+    dqBlockKV = options.steps?.dq ?? step;
   } else {
     const fit = [32, 16, 8].find((b) => simtBackwardShared(spec, b, b) <= MAX_SIMT_SHARED);
     if (fit === undefined)
@@ -174,6 +191,12 @@ export function planBackward(spec: AttentionSpec, options: BackwardPlanOptions =
   const nkb = ceilDiv(spec.seqKV, blockKV);
   const uniform = terms.filter((t) => t.reduce === 'uniform').length;
   const nqb = ceilDiv(spec.seqQ, dqBlockQ);
+  const kvSlices = spec.batch * spec.headsKV;
+  const qSlices = spec.batch * spec.headsQ;
+  if (nkb * kvSlices > 2 ** 31 - 1 || nqb * qSlices > 2 ** 31 - 1)
+    throw new UnsupportedError(
+      `cuda: the backward pass needs at most 2^31 - 1 CTAs per pass (got ${nkb * kvSlices} and ${nqb * qSlices})`,
+    );
   return {
     path: mma ? 'mma' : 'simt',
     blockQ,
@@ -189,13 +212,36 @@ export function planBackward(spec: AttentionSpec, options: BackwardPlanOptions =
     fixed,
     fixedCount,
     partialFloats: uniform * spec.batch * spec.headsQ * (nkb + 1),
+    order: {
+      dkdv: longestFirst(columns.colStart, layout.batches * layout.heads, nkb),
+      dq: longestFirst(dqLayout.rowStart, dqLayout.batches * dqLayout.heads, nqb),
+    },
     grids: {
       // 16 rows per warp: a grid-stride loop over the rows.
       pre: [ceilDiv(spec.batch * spec.headsQ * spec.seqQ, 16 * PRE_ROWS_PER_CTA), 1, 1],
-      dkdv: [nkb, spec.headsKV, spec.batch],
-      dq: [nqb, spec.headsQ, spec.batch],
+      dkdv: [nkb * kvSlices, 1, 1],
+      dq: [nqb * qSlices, 1, 1],
     },
   };
+}
+
+/**
+ * The order that starts the longest blocks first: the total length (over slices) of each block
+ * index of a CSR view, and ascending unless the longest lies in the second half.
+ */
+export function longestFirst(start: Int32Array, slices: number, blocks: number): BlockOrder {
+  let best = 0;
+  let at = 0;
+  for (let i = 0; i < blocks; i++) {
+    let n = 0;
+    for (let s = 0; s < slices; s++)
+      n += (start[s * blocks + i + 1] as number) - (start[s * blocks + i] as number);
+    if (n > best) {
+      best = n;
+      at = i;
+    }
+  }
+  return at >= blocks / 2 ? 'descending' : 'ascending';
 }
 
 /** Tensor-core backward: 16-bit inputs, head dims multiples of 16 up to 128. */

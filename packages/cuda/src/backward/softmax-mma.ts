@@ -66,8 +66,10 @@ export function emitMmaBackward(
   const ldv = DV + 8;
   const { blockQ: BM, blockKV: BN, dqBlockQ: QBM, dqBlockKV: QBN } = plan;
   if (BN !== 16 * WARPS || QBM !== 16 * WARPS) throw new Error('mma backward: a warp owns 16 rows');
-  const dkdvShared = 2 * (BN * ldk + BN * ldv + BM * ldk + BM * ldv) + 4 * (2 * BM + WARPS);
-  const dqShared = 2 * (QBM * ldk + QBM * ldv + QBN * ldk + QBN * ldv);
+  // K, V resident; two stages of (Q, dO, base-2 lse, D); the flush's per-warp sums
+  const dkdvShared = 2 * BN * (ldk + ldv) + 2 * (2 * BM * (ldk + ldv) + 8 * BM) + 4 * WARPS;
+  // Q, dO resident; two stages of (K, V)
+  const dqShared = 2 * QBM * (ldk + ldv) + 2 * 2 * QBN * (ldk + ldv);
   const hasMask = spec.mask !== null;
   const live = (qb: string, kb: string) =>
     [qb, kb, hasMask ? '(full || tsr_mask(b, h, q, kv, p))' : ''].filter(Boolean).join(' && ') ||
@@ -98,24 +100,53 @@ __device__ __forceinline__ void tsr_load_tile(tsr_elem* dst, const tsr_elem* src
 }
 
 // dK, dV of BN keys (one CTA per batch, KV head, KV block; a warp owns 16 keys), over the Q blocks
-// that visit the block (the layout's column view) for every query head of the group.
+// that visit the block (the layout's column view) for every query head of the group. Q/dO tiles
+// stream through two shared-memory stages: the next visiting block (of this head or the next
+// one) is copied by cp.async, and its lse and D read into registers, while this one is computed.
 extern "C" __global__ void __launch_bounds__(NTHREADS) ${names.dkdv}(const TsrBwdParams p) {
   extern __shared__ __align__(16) unsigned char tsr_smem[];
+  constexpr int STAGE = 2 * BM * (LDK + LDV) + 8 * BM;   // bytes: Q [BM][LDK], dO [BM][LDV], lse2 [BM], D [BM]
   tsr_elem* sK = reinterpret_cast<tsr_elem*>(tsr_smem);  // [BN][LDK]
   tsr_elem* sV = sK + BN * LDK;                          // [BN][LDV]
-  tsr_elem* sQ = sV + BN * LDV;                          // [BM][LDK]
-  tsr_elem* sdO = sQ + BM * LDK;                         // [BM][LDV]
-  float* sL = reinterpret_cast<float*>(sdO + BM * LDV);  // [BM] base-2 lse (+inf: no row)
-  float* sDl = sL + BM;                                  // [BM] D_i
-  float* sRed = sDl + BM;                                // [NWARPS]
+  unsigned char* sStage = reinterpret_cast<unsigned char*>(sV + BN * LDV);  // [2][STAGE]
+  float* sRed = reinterpret_cast<float*>(sStage + 2 * STAGE);  // [NWARPS]
   (void)sRed;
-  const int j = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+  int j, hk, b;
+  tsr_bwd_cta<NKB, HKV, DKDV_DESC>(j, hk, b);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int k0 = j * BN;
   const long long kbase = b * K_SB + hk * K_SH, vbase = b * V_SB + hk * V_SH;
   tsr_load_tile<BN, D, LDK, KVTAIL>(sK, p.k + kbase, k0, SKV, K_SS, tid);
   tsr_load_tile<BN, DV, LDV, KVTAIL>(sV, p.v + vbase, k0, SKV, V_SS, tid);
   tsr_cp_commit();
+  const int cbase = (p.layout_batches == 1 ? 0 : b) * p.layout_heads;
+  auto column = [&](int hg) { return (cbase + (p.layout_heads == 1 ? 0 : hk * GROUP + hg)) * NKB + j; };
+  // Starts copying visiting entry e of head hg into stage st; returns this thread's lse2 / D value
+  // of it (threads [0, BM): lse2 of row tid, [BM, 2 BM): D of row tid - BM), stored after compute.
+  auto fetch = [&](int hg, int e, int st) -> float {
+    const int h = hk * GROUP + hg, q0 = p.q_blocks[e] * BM;
+    tsr_elem* dQ = reinterpret_cast<tsr_elem*>(sStage + st * STAGE);
+    tsr_load_tile<BM, D, LDK, QTAIL>(dQ, p.q + b * Q_SB + h * Q_SH, q0, SQ, Q_SS, tid);
+    tsr_load_tile<BM, DV, LDV, QTAIL>(dQ + BM * LDK, p.dout + b * O_SB + h * O_SH, q0, SQ, O_SS, tid);
+    tsr_cp_commit();
+    const int r = q0 + tid % BM;
+    const long long at = (long long)(b * HQ + h) * SQ + r;
+    if (tid < BM) return r < SQ ? p.lse2[at] : -TSR_NEG_INF;
+    if (tid < 2 * BM) return r < SQ ? p.delta[at] : 0.f;
+    return 0.f;
+  };
+  auto stageRows = [&](int st) { return reinterpret_cast<float*>(sStage + st * STAGE + 2 * BM * (LDK + LDV)); };
+  // The entry after (hg, e) in visiting order, skipping heads whose column is empty (nh == GROUP: none).
+  auto next = [&](int hg, int e, int e1, int& nh, int& ne) {
+    nh = hg;
+    ne = e + 1;
+    if (ne < e1) return;
+    for (nh = hg + 1; nh < GROUP; ++nh) {
+      const int c = column(nh);
+      ne = p.col_start[c];
+      if (ne < p.col_start[c + 1]) return;
+    }
+  };
   float dk[NDK][4], dv[NDV][4];
   #pragma unroll
   for (int d = 0; d < NDK; ++d) dk[d][0] = dk[d][1] = dk[d][2] = dk[d][3] = 0.f;
@@ -124,27 +155,33 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) ${names.dkdv}(const TsrBw
   const int krow = k0 + warp * 16 + g;  // this thread's keys: krow (fragments 0, 1) and krow + 8 (2, 3)
   const tsr_elem* sKw = sK + (warp * 16 + (lane & 15)) * LDK + (lane >> 4) * 8;
   const tsr_elem* sVw = sV + (warp * 16 + (lane & 15)) * LDV + (lane >> 4) * 8;
+  {  // the first entry into stage 0
+    int nh, ne;
+    next(-1, 0, 0, nh, ne);
+    if (nh < GROUP) {
+      const float x = fetch(nh, ne, 0);
+      if (tid < 2 * BM) stageRows(0)[tid] = x;
+    }
+  }
+  int it = 0;  // entries consumed: the stage of the current one is it & 1
   for (int hg = 0; hg < GROUP; ++hg) {
     const int h = hk * GROUP + hg;
-    const int col = ((p.layout_batches == 1 ? 0 : b) * p.layout_heads + (p.layout_heads == 1 ? 0 : h)) * NKB + j;
+    (void)h;
+    const int col = column(hg);
     const int e0 = p.col_start[col], e1 = p.col_start[col + 1];
-    const tsr_elem* qp = p.q + b * Q_SB + h * Q_SH;
-    const tsr_elem* op = p.dout + b * O_SB + h * O_SH;
-    const long long lbase = (long long)(b * HQ + h) * SQ;
-${terms.init}    for (int e = e0; e < e1; ++e) {
+${terms.init}    for (int e = e0; e < e1; ++e, ++it) {
       const int q0 = p.q_blocks[e] * BM;
       const bool full = p.col_full[e];
       (void)full;
-      __syncthreads();  // the previous Q block is consumed
-      tsr_load_tile<BM, D, LDK, QTAIL>(sQ, qp, q0, SQ, Q_SS, tid);
-      tsr_load_tile<BM, DV, LDV, QTAIL>(sdO, op, q0, SQ, O_SS, tid);
-      tsr_cp_commit();
-      for (int r = tid; r < BM; r += NTHREADS) {
-        sL[r] = q0 + r < SQ ? p.lse2[lbase + q0 + r] : -TSR_NEG_INF;
-        sDl[r] = q0 + r < SQ ? p.delta[lbase + q0 + r] : 0.f;
-      }
       tsr_cp_wait<0>();
-      __syncthreads();
+      __syncthreads();  // this stage has landed; every warp is done with the other one
+      int nh, ne;
+      next(hg, e, e1, nh, ne);
+      const float xn = nh < GROUP ? fetch(nh, ne, (it + 1) & 1) : 0.f;
+      const tsr_elem* sQ = reinterpret_cast<const tsr_elem*>(sStage + (it & 1) * STAGE);
+      const tsr_elem* sdO = sQ + BM * LDK;
+      const float* sL = stageRows(it & 1);
+      const float* sDl = sL + BM;
       // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys x BM queries
       float s[BM / 8][4], dp[BM / 8][4];
       #pragma unroll
@@ -216,6 +253,7 @@ ${terms.init}    for (int e = e0; e < e1; ++e) {
           tsr_mma(dk[2 * dp2 + 1], da, bq[2], bq[3]);
         }
       }
+      if (nh < GROUP && tid < 2 * BM) stageRows((it + 1) & 1)[tid] = xn;  // read after the next barrier
     }
 ${terms.flush}  }
   tsr_cp_wait<0>();
@@ -235,13 +273,16 @@ ${terms.flush}  }
 
 // dQ of QBM query rows (one CTA per batch, query head, Q block; a warp owns 16 rows), over the KV
 // blocks of the row in the layout: the second pass, so dq needs no atomics and is deterministic.
+// K/V tiles stream through two shared-memory stages (the next block copied during this one).
 extern "C" __global__ void __launch_bounds__(NTHREADS) ${names.dq}(const TsrBwdParams p) {
   extern __shared__ __align__(16) unsigned char tsr_smem[];
+  constexpr int STAGE = QBN * (LDK + LDV);               // elements: K [QBN][LDK], V [QBN][LDV]
   tsr_elem* sQ = reinterpret_cast<tsr_elem*>(tsr_smem);  // [QBM][LDK]
   tsr_elem* sdO = sQ + QBM * LDK;                        // [QBM][LDV]
-  tsr_elem* sK = sdO + QBM * LDV;                        // [QBN][LDK]
-  tsr_elem* sV = sK + QBN * LDK;                         // [QBN][LDV]
-  const int qb = blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = h / GROUP;
+  tsr_elem* sStage = sdO + QBM * LDV;                    // [2][STAGE]
+  int qb, h, b;
+  tsr_bwd_cta<QNQB, HQ, DQ_DESC>(qb, h, b);
+  const int hk = h / GROUP;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int q0 = qb * QBM;
   const long long qbase = b * Q_SB + h * Q_SH;
@@ -251,6 +292,13 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) ${names.dq}(const TsrBwdP
   tsr_load_tile<QBM, D, LDK, QQTAIL>(sQ, p.q + qbase, q0, SQ, Q_SS, tid);
   tsr_load_tile<QBM, DV, LDV, QQTAIL>(sdO, p.dout + b * O_SB + h * O_SH, q0, SQ, O_SS, tid);
   tsr_cp_commit();
+  auto fetch = [&](int e, int st) {
+    const int k0 = p.kv_blocks[e] * QBN;
+    tsr_elem* dK = sStage + st * STAGE;
+    tsr_load_tile<QBN, D, LDK, QKVTAIL>(dK, kp, k0, SKV, K_SS, tid);
+    tsr_load_tile<QBN, DV, LDV, QKVTAIL>(dK + QBN * LDK, vp, k0, SKV, V_SS, tid);
+    tsr_cp_commit();
+  };
   const int qrow = q0 + warp * 16 + g;  // this thread's rows: qrow (fragments 0, 1) and qrow + 8 (2, 3)
   float l2[2], dl[2];
   #pragma unroll
@@ -266,16 +314,16 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) ${names.dq}(const TsrBwdP
   const tsr_elem* sOw = sdO + (warp * 16 + (lane & 15)) * LDV + (lane >> 4) * 8;
   const int row = ((p.layout_batches == 1 ? 0 : b) * p.layout_heads + (p.layout_heads == 1 ? 0 : h)) * QNQB + qb;
   const int e0 = p.row_start[row], e1 = p.row_start[row + 1];
-  for (int e = e0; e < e1; ++e) {
+  if (e0 < e1) fetch(e0, 0);
+  for (int e = e0, it = 0; e < e1; ++e, ++it) {
     const int k0 = p.kv_blocks[e] * QBN;
     const bool full = p.full[e];
     (void)full;
-    __syncthreads();  // the previous KV block is consumed
-    tsr_load_tile<QBN, D, LDK, QKVTAIL>(sK, kp, k0, SKV, K_SS, tid);
-    tsr_load_tile<QBN, DV, LDV, QKVTAIL>(sV, vp, k0, SKV, V_SS, tid);
-    tsr_cp_commit();
     tsr_cp_wait<0>();
-    __syncthreads();
+    __syncthreads();  // this stage has landed; every warp is done with the other one
+    if (e + 1 < e1) fetch(e + 1, (it + 1) & 1);
+    const tsr_elem* sK = sStage + (it & 1) * STAGE;
+    const tsr_elem* sV = sK + QBN * LDK;
     float s[QBN / 8][4], dp[QBN / 8][4];
     #pragma unroll
     for (int nt = 0; nt < QBN / 8; ++nt)

@@ -133,7 +133,17 @@ constexpr int QBM = ${plan.dqBlockQ}, QBN = ${plan.dqBlockKV}, QNQB = ${ceilDiv(
 constexpr int NTERMS = ${Math.max(1, plan.terms.length)}, NUNIFORM = ${Math.max(1, U)};
 constexpr float SCALE = ${floatLiteral(spec.scale)};
 constexpr double FIX_INV = ${floatLiteral(2 ** -FIX_BITS).replace(/f$/, '')};  // 2^-${FIX_BITS}
-constexpr float FIX_SCALE = ${floatLiteral(2 ** FIX_BITS)};  // 2^${FIX_BITS}`;
+constexpr float FIX_SCALE = ${floatLiteral(2 ** FIX_BITS)};  // 2^${FIX_BITS}
+constexpr bool DKDV_DESC = ${plan.order.dkdv === 'descending'}, DQ_DESC = ${plan.order.dq === 'descending'};  // longest first
+
+// This CTA's block index, batch and head in a 1-D grid whose block index varies slowest.
+template <int NB, int HEADS, bool DESC>
+__device__ __forceinline__ void tsr_bwd_cta(int& blk, int& h, int& b) {
+  const int i = blockIdx.x, s = i % (BATCH * HEADS), x = i / (BATCH * HEADS);
+  blk = DESC ? NB - 1 - x : x;
+  h = s % HEADS;
+  b = s / HEADS;
+}`;
 }
 
 /** The pre-pass: D_i = Σ dOut∘out and the base-2 lse (+∞ for a fully masked row: P = 0 there). */
@@ -229,7 +239,9 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) ${names.dkdv}(const TsrBw
   float* sDl = sL + BM;                             // [BM]
   float* sRed = sP;                                 // [NTHREADS / 32], between blocks
   (void)sRed;
-  const int j = blockIdx.x, hk = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+  int j, hk, b;
+  tsr_bwd_cta<NKB, HKV, DKDV_DESC>(j, hk, b);
+  const int tid = threadIdx.x;
   const int k0 = j * BN;
   const long long kbase = b * K_SB + hk * K_SH, vbase = b * V_SB + hk * V_SH;
   ${loadRows('sK', 'LDK', 'p.k', 'D', 'K_SS', 'kbase', 'k0', 'SKV', 'BN')}
@@ -303,7 +315,9 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) ${names.dq}(const TsrBwdP
   float* sdS = sdO + QBM * LDV;                      // [QBM][LDS]
   float* sL = sdS + QBM * LDS;                       // [QBM]
   float* sDl = sL + QBM;                             // [QBM]
-  const int qb = blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = h / GROUP, tid = threadIdx.x;
+  int qb, h, b;
+  tsr_bwd_cta<QNQB, HQ, DQ_DESC>(qb, h, b);
+  const int hk = h / GROUP, tid = threadIdx.x;
   const int q0 = qb * QBM;
   const long long kbase = b * K_SB + hk * K_SH, vbase = b * V_SB + hk * V_SH;
   const long long qbase = b * Q_SB + h * Q_SH, obase = b * O_SB + h * O_SH;
