@@ -25,7 +25,7 @@ import {
   checkBackward,
   emitBackward,
   type PreparedBackward,
-  planBackward,
+  planFor,
   prepareBackward,
   type ResidentBackwardInputs,
   type ResidentGradients,
@@ -756,9 +756,9 @@ class Backend implements WebGpuBackend {
     options: WebGpuBackwardOptions = {},
   ): Promise<AttentionGradients> {
     this.alive();
-    checkBackward(spec, options);
+    checkBackward(options);
     validateBackwardInputs(spec, inputs);
-    planBackward(spec, this.ctx.limits, options); // its errors before any upload
+    planFor(spec, this.ctx.limits, options); // its errors before any upload
     const sizes = tensorSizes(spec);
     this.checkBinding('dOut', sizes.out * 4);
     const resident = this.upload(spec, inputs);

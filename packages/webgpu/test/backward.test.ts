@@ -162,6 +162,30 @@ describe('half-precision specs', () => {
   it('bf16', () => check({ ...config, dtype: 'bf16' }));
 });
 
+describe('linear kernels vs the cpu reference (relative L2 ≤ 1e-4)', () => {
+  const lin = { batch: 1, headsQ: 2, seqQ: 45, headDim: 8 };
+  const maps = [
+    ['elu+1', { type: 'linear', featureMap: 'elu+1' }],
+    ['relu', { type: 'linear', featureMap: 'relu' }],
+    ['favor+', { type: 'linear', featureMap: 'favor+', features: 16, seed: 3 }],
+    ['trig-rf', { type: 'linear', featureMap: 'trig-rf', features: 8, seed: 4 }],
+  ] as const;
+  for (const [name, kernel] of maps) {
+    it(`${name}, causal by chunks (GQA 4/2, bshd, seqKV 40)`, () =>
+      check({
+        ...lin,
+        headsQ: 4,
+        headsKV: 2,
+        seqKV: 40,
+        layout: 'bshd',
+        headDimV: 6,
+        mask: causal(),
+        kernel,
+      }));
+    it(`${name}, non-causal`, () => check({ ...lin, kernel }));
+  }
+});
+
 describe('determinism', () => {
   it('two runs are bit-identical, tensor gradients included (both accumulators)', async () => {
     const spec = defineAttention({
@@ -229,6 +253,10 @@ describe('errors, before any work', () => {
   it('bad block size: SpecError', async () => {
     const inputs = await backwardInputs(spec, 1);
     await expect(gpu.backward(spec, inputs, { blockKV: 0 })).rejects.toThrow(SpecError);
+  });
+  it('linear kernels run (no UnsupportedError)', () => {
+    const linear = defineAttention({ ...base, kernel: { type: 'linear', featureMap: 'relu' } });
+    expect(gpu.emitBackward(linear).linear).toContain('key_back_pass');
   });
   it("strategy 'naive': UnsupportedError", async () => {
     const inputs = await backwardInputs(spec, 1);

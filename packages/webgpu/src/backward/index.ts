@@ -7,7 +7,9 @@
 import {
   type AttentionSpec,
   InputError,
+  ResourceLimitError,
   type RunOptions,
+  randomFeatureMatrix,
   SpecError,
   tensorSizes,
   UnsupportedError,
@@ -23,9 +25,16 @@ import {
 } from '../context.js';
 import type { GpuLimits } from '../gpu.js';
 import { Usage } from '../gpu.js';
+import {
+  emitLinearBackward,
+  LINEAR_BACKWARD_PASSES,
+  type LinearBackwardPlan,
+  planLinearBackward,
+} from './linear.js';
 import { type BackwardPlan, type BackwardRequest, layoutWords, planBackward } from './plan.js';
 import { type BackwardModules, emitBackwardModules } from './softmax.js';
 
+export type { LinearBackwardPlan } from './linear.js';
 export type { BackwardPlan, BackwardRequest, BackwardTile } from './plan.js';
 export { planBackward } from './plan.js';
 export type { BackwardModules } from './softmax.js';
@@ -53,7 +62,7 @@ export interface ResidentGradients {
 /** Everything one backward dispatches, bound to its buffers; encode it as often as wanted. */
 export interface PreparedBackward {
   readonly spec: AttentionSpec;
-  readonly plan: BackwardPlan;
+  readonly plan: BackwardPlan | LinearBackwardPlan;
   readonly gradients: ResidentGradients;
   /** Bytes allocated beyond the inputs and the gradients (row statistics, layout, partials). */
   readonly extraBytes: number;
@@ -64,7 +73,7 @@ export interface PreparedBackward {
 }
 
 /** Typed errors for what the backward cannot run, before any work. */
-export function checkBackward(spec: AttentionSpec, options: WebGpuBackwardOptions): void {
+export function checkBackward(options: WebGpuBackwardOptions): void {
   const strategy = options.strategy ?? 'tiled';
   if (strategy !== 'tiled' && strategy !== 'naive')
     throw new SpecError(`strategy must be 'tiled' or 'naive' (got ${JSON.stringify(strategy)})`);
@@ -72,10 +81,25 @@ export function checkBackward(spec: AttentionSpec, options: WebGpuBackwardOption
     throw new UnsupportedError(
       "the WebGPU backward runs only with strategy 'tiled' (it never stores the N×N scores)",
     );
-  if (spec.kernel.type === 'linear')
-    throw new UnsupportedError(
-      `the WebGPU backward of linear kernels (feature map '${spec.kernel.featureMap}') is not implemented yet`,
-    );
+}
+
+/** The plan a backward with these options would run (its errors before any work). */
+export function planFor(
+  spec: AttentionSpec,
+  limits: GpuLimits,
+  options: WebGpuBackwardOptions = {},
+): BackwardPlan | LinearBackwardPlan {
+  checkBackward(options);
+  if (spec.kernel.type !== 'linear') return planBackward(spec, limits, options);
+  const plan = planLinearBackward(spec);
+  const maxDim = limits.maxComputeWorkgroupsPerDimension;
+  for (const [name, [x, y]] of Object.entries(plan.grids)) {
+    if (Math.max(x, y) > maxDim)
+      throw new ResourceLimitError(
+        `the linear backward's ${name} grid ${x}×${y} exceeds maxComputeWorkgroupsPerDimension (${maxDim})`,
+      );
+  }
+  return plan;
 }
 
 /** The WGSL modules a backward with these options would compile. */
@@ -85,8 +109,9 @@ export function emitBackward(
   storage: 'f32' | 'f16',
   options: WebGpuBackwardOptions = {},
 ): BackwardModules {
-  checkBackward(spec, options);
-  return emitBackwardModules(spec, planBackward(spec, limits, options), storage);
+  const plan = planFor(spec, limits, options);
+  if ('words' in plan) return { linear: emitLinearBackward(spec, plan, storage) };
+  return { ...emitBackwardModules(spec, plan, storage) };
 }
 
 function checkResident(spec: AttentionSpec, r: ResidentBackwardInputs): void {
@@ -111,9 +136,10 @@ export async function prepareBackward(
   resident: ResidentBackwardInputs,
   options: WebGpuBackwardOptions = {},
 ): Promise<PreparedBackward> {
-  checkBackward(spec, options);
   checkResident(spec, resident);
-  const plan = planBackward(spec, p.ctx.limits, options);
+  const anyPlan = planFor(spec, p.ctx.limits, options);
+  if ('words' in anyPlan) return prepareLinear(p, spec, resident, anyPlan);
+  const plan = anyPlan;
   const device = p.ctx.device;
   const storage = resident.inputs.storage;
   const sizes = tensorSizes(spec);
@@ -223,6 +249,70 @@ export async function prepareBackward(
         const dst = grads[g.slot] as GPUBuffer;
         if (gradVec) encoder.copyBufferToBuffer(gradVec, g.offset * 4, dst, 0, g.length * 4);
       }
+    },
+    dispose() {
+      for (const t of temps) p.pool.release(t);
+      temps.length = 0;
+    },
+  };
+}
+
+async function prepareLinear(
+  p: PlanContext,
+  spec: AttentionSpec,
+  resident: ResidentBackwardInputs,
+  plan: LinearBackwardPlan,
+): Promise<PreparedBackward> {
+  if (spec.kernel.type !== 'linear') throw new Error('prepareLinear needs a linear spec');
+  const sizes = tensorSizes(spec);
+  p.checkBinding('dq', sizes.q * 4);
+  p.checkBinding('dk', sizes.k * 4);
+  p.checkBinding('dv', sizes.v * 4);
+  p.checkBinding("the linear backward's feature and state buffer", plan.words * 4);
+  const storage = resident.inputs.storage;
+  const code = emitLinearBackward(spec, plan, storage);
+  const device = p.ctx.device;
+  const bgl = device.createBindGroupLayout({
+    entries: [0, 1, 2, 3, 4, 5, 6, 7].map((binding) => ({
+      binding,
+      visibility: 4, // GPUShaderStage.COMPUTE
+      buffer: { type: binding <= 3 ? ('read-only-storage' as const) : ('storage' as const) },
+    })),
+  });
+  const layout = device.createPipelineLayout({ bindGroupLayouts: [bgl] });
+  const key = `backward-linear|${spec.hash}|${storage}`;
+  const pipes = await Promise.all(
+    LINEAR_BACKWARD_PASSES.map((e) => p.pipeline(key, code, e, layout)),
+  );
+  const work = p.pool.acquire(plan.words * 4, STORAGE, 'tessera linear backward work');
+  if (spec.kernel.featureMap === 'favor+' || spec.kernel.featureMap === 'trig-rf') {
+    const w = randomFeatureMatrix(spec.kernel, spec.headDim);
+    device.queue.writeBuffer(work, plan.w * 4, w.buffer as ArrayBuffer, w.byteOffset, w.byteLength);
+  }
+  const dq = p.pool.acquire(sizes.q * 4, STORAGE, 'tessera dq');
+  const dk = p.pool.acquire(sizes.k * 4, STORAGE, 'tessera dk');
+  const dv = p.pool.acquire(sizes.v * 4, STORAGE, 'tessera dv');
+  const { q, k, v } = resident.inputs;
+  const bindGroup = device.createBindGroup({
+    layout: bgl,
+    entries: [q, k, v, resident.dOut, dq, dk, dv, work].map((buffer, binding) => ({
+      binding,
+      resource: { buffer },
+    })),
+  });
+  const passes: Pass[] = LINEAR_BACKWARD_PASSES.map((name, i) => {
+    const [x, y] = plan.grids[name];
+    return { pipeline: pipes[i] as GPUComputePipeline, bindGroup, x, y, z: 1 };
+  });
+  const temps = [work];
+  return {
+    spec,
+    plan,
+    gradients: { spec, dq, dk, dv, grads: spec.tensors.map(() => null) },
+    extraBytes: work.size,
+    passes: passes.length,
+    encode(encoder, ts) {
+      encodePasses(encoder, passes, ts);
     },
     dispose() {
       for (const t of temps) p.pool.release(t);

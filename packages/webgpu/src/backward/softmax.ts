@@ -23,7 +23,10 @@ const DEAD_LSE = '3.0e38f';
 /** Staged tensor-gradient index of an element that contributes nothing. */
 const NONE = '0xffffffffu';
 
-export interface BackwardModules {
+/** A backward's WGSL modules by name: softmax specs have four, linear ones one (`linear`). */
+export type BackwardModules = Readonly<Record<string, string | null>>;
+
+export interface SoftmaxModules {
   readonly prepass: string;
   readonly dkdv: string;
   readonly dq: string;
@@ -487,7 +490,7 @@ export function emitBackwardModules(
   spec: AttentionSpec,
   plan: BackwardPlan,
   storage: 'f32' | 'f16',
-): BackwardModules {
+): SoftmaxModules {
   return {
     prepass: emitPrepass(spec, plan),
     dkdv: emitDkdv(spec, plan, storage),
