@@ -4,6 +4,7 @@ import {
   type AttentionInputs,
   type AttentionOutputs,
   type AttentionSpec,
+  type BackwardBenchmarkResult,
   type BackwardInputs,
   type BenchmarkOptions,
   type BenchmarkResult,
@@ -20,6 +21,7 @@ import {
   randomFeatureMatrix,
   tensorSizes,
   UnsupportedError,
+  validateBackwardInputs,
   validateInputs,
 } from '@tessera/core';
 import {
@@ -112,7 +114,7 @@ export class CudaBackend implements AttentionBackend {
   private readonly prepared = new Map<AttentionSpec, Map<string, Promise<Prepared>>>();
   private disposed = false;
   /** Attention programs (`runProgram` from @tessera/core) with values kept on this device. */
-  readonly program: CudaProgramOps = new CudaProgramOps(this);
+  readonly program: CudaProgramOps;
   /** Device, compiler and module cache: what the backward pass and program steps share. */
   readonly context: CudaContext;
   private readonly gradients: CudaBackward;
@@ -122,6 +124,7 @@ export class CudaBackend implements AttentionBackend {
     readonly compiler: KernelCompiler,
   ) {
     this.context = new CudaContext(cuda, compiler);
+    this.program = new CudaProgramOps(this.context, (spec) => this.prepare(spec));
     this.gradients = new CudaBackward(this.context);
   }
 
@@ -159,6 +162,65 @@ export class CudaBackend implements AttentionBackend {
   ): Promise<PreparedBackward> {
     this.alive();
     return this.gradients.prepare(spec, options);
+  }
+
+  /**
+   * Times the backward pass alone with CUDA events around its kernels, rotating over the input
+   * sets (each uploaded once, in the spec's dtype; lse f32). extraDeviceBytes: what the prepared
+   * pass holds beyond inputs, outputs and gradients (softmax: D, lse₂, layouts, partials,
+   * fixed-point accumulators; linear: features, partials, per-row ρ and D).
+   */
+  async benchmarkBackward(
+    spec: AttentionSpec,
+    inputSets: readonly BackwardInputs[],
+    options: BenchmarkOptions & CudaBackwardOptions,
+  ): Promise<BackwardBenchmarkResult> {
+    this.alive();
+    if (inputSets.length === 0)
+      throw new InputError('benchmarkBackward needs at least one input set');
+    for (const s of inputSets) validateBackwardInputs(spec, s);
+    const p = await this.gradients.prepare(spec, options);
+    const owned: CudaTensor[] = [];
+    const up = async (x: Float32Array, dtype: AttentionSpec['dtype']) => {
+      const t = await this.tensor(x, dtype);
+      owned.push(t);
+      return t;
+    };
+    try {
+      const sets: DeviceBackwardInputs[] = [];
+      for (const s of inputSets)
+        sets.push({
+          q: await up(s.q, spec.dtype),
+          k: await up(s.k, spec.dtype),
+          v: await up(s.v, spec.dtype),
+          out: await up(s.out, spec.dtype),
+          lse: await up(s.lse, 'f32'),
+          dOut: await up(s.dOut, spec.dtype),
+        });
+      const g = this.gradients.gradientsFor(spec);
+      owned.push(g.dq, g.dk, g.dv, ...g.grads.filter((x): x is CudaTensor => x !== null));
+      // Checks each set once; the timed launches below enqueue without checks.
+      for (const s of sets) await this.gradients.launch(spec, s, g, options);
+      await this.cuda.synchronize();
+      this.cuda.pool.resetPeak();
+      const at = (i: number) => sets[i % sets.length] as DeviceBackwardInputs;
+      for (let i = 0; i < options.warmup; i++) p.launch(at(i), g);
+      await this.cuda.synchronize();
+      const timesMs: number[] = [];
+      for (let i = 0; i < options.repeat; i++) {
+        const s = at(i);
+        timesMs.push(await this.cuda.time(() => p.launch(s, g)));
+      }
+      return {
+        timesMs,
+        timing: 'device',
+        peakDeviceBytes: this.cuda.pool.peak,
+        extraDeviceBytes: p.extraBytes,
+      };
+    } finally {
+      await this.cuda.synchronize();
+      for (const t of owned) t.dispose();
+    }
   }
 
   get device(): string {

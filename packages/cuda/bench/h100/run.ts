@@ -1,7 +1,7 @@
 // The @tessera/cuda measurement on a GPU machine (see packages/cuda/README.md, "Measured on H100").
 // Bundled by scripts/device-bundle.mjs into .device-bundle/cuda/run.mjs with the addon and the
 // PyTorch peer script; run there as
-//   source .device/preamble.sh && node .device-bundle/cuda/run.mjs [--quick] [--conformance-only] [--sweep] [--programs] [--backward]
+//   source .device/preamble.sh && node .device-bundle/cuda/run.mjs [--quick] [--conformance-only] [--sweep] [--programs] [--backward] [--gradients]
 // Sections: (a) the conformance catalogue against cpu; (b) agreement with FlexAttention;
 // (c) speed against SDPA and FlexAttention, measured in this same run; (d) memory and a
 // 1,048,576-token sliding-window run. Prints a Markdown table last; writes JSON under $OUT.
@@ -27,6 +27,11 @@ async function main(): Promise<number> {
   const { runAll } = await import('./sections.js');
   const { CudaUnavailableError } = await import('../../src/errors.js');
   try {
+    if (args.has('--gradients')) {
+      // The gradient catalogue vs the cpu backward (gradients.ts).
+      const { runGradientBench } = await import('./gradients.js');
+      return await runGradientBench({ quick, outDir });
+    }
     if (args.has('--backward')) {
       const { runBackwardBench } = await import('./backward.js');
       return await runBackwardBench({ quick, outDir });

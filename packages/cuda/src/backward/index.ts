@@ -3,13 +3,21 @@ import {
   type AttentionSpec,
   type BackwardInputs,
   InputError,
+  randomFeatureMatrix,
   tensorSizes,
+  UnsupportedError,
   validateBackwardInputs,
 } from '@tessera/core';
 import { packParams } from '../emit/common.js';
 import type { CudaContext } from '../runtime/context.js';
 import type { DeviceBuffer } from '../runtime/device.js';
 import { CudaTensor } from '../tensor.js';
+import {
+  emitLinearBackward,
+  type LinearBackwardModule,
+  type LinearBackwardPlan,
+  planLinearBackward,
+} from './linear.js';
 import {
   type BackwardPlan,
   type BackwardPlanOptions,
@@ -18,6 +26,12 @@ import {
 } from './plan.js';
 import { type BackwardModule, emitBackward } from './softmax.js';
 
+export {
+  emitLinearBackward,
+  type LinearBackwardModule,
+  type LinearBackwardPlan,
+  planLinearBackward,
+} from './linear.js';
 export { type BackwardPlan, planBackward, transposeLayout } from './plan.js';
 export { type BackwardModule, emitBackward, FIX_BITS } from './softmax.js';
 
@@ -43,9 +57,13 @@ export type BackwardOptions = BackwardPlanOptions;
 
 /** A spec's backward pass compiled and loaded, its layouts, tensors and scratch on the device. */
 export interface PreparedBackward {
-  readonly plan: BackwardPlan;
-  readonly module: BackwardModule;
-  /** Device bytes held beyond inputs and gradients (layouts, D, lse2, partials). */
+  /** Softmax specs: the plan of plan.ts; linear kernels: that of linear.ts. */
+  readonly plan: BackwardPlan | LinearBackwardPlan;
+  readonly module: BackwardModule | LinearBackwardModule;
+  /**
+   * Device bytes held beyond inputs and gradients (softmax: layouts, D, lse2, partials, fixed-point
+   * accumulators; linear: features, chunk maxima, partials, ρ and D per row).
+   */
   readonly extraBytes: number;
   /** Enqueues the pass (synchronously; no checks: `CudaBackward.launch` checks). */
   launch(inputs: DeviceBackwardInputs, outputs: DeviceGradients): void;
@@ -53,8 +71,9 @@ export interface PreparedBackward {
 }
 
 /**
- * The backward pass of softmax attention on one CUDA context: the rowsum pre-pass, the dk/dv pass
- * over the layout's columns, the dq pass over its rows, and the captured-tensor reduction.
+ * The backward pass on one CUDA context. Softmax: the rowsum pre-pass, the dk/dv pass over the
+ * layout's columns, the dq pass over its rows, and the captured-tensor reduction (softmax.ts).
+ * Linear kernels: features, prefix sums for dq, suffix sums for dk/dv (linear.ts).
  */
 export class CudaBackward {
   private readonly prepared = new Map<AttentionSpec, Map<string, Promise<PreparedBackward>>>();
@@ -142,8 +161,13 @@ export class CudaBackward {
     let p = perSpec.get(key);
     if (!p) {
       // Planning throws (UnsupportedError) synchronously, before any device work.
-      const plan = planBackward(spec, options);
-      p = this.build(spec, plan);
+      if (spec.kernel.type === 'linear') {
+        if (options.path === 'mma')
+          throw new UnsupportedError(
+            "cuda: linear kernels have no tensor-core backward (got path 'mma'); leave path unset",
+          );
+        p = this.buildLinear(spec, planLinearBackward(spec));
+      } else p = this.build(spec, planBackward(spec, options));
       perSpec.set(key, p);
       p.catch(() => perSpec?.delete(key));
     }
@@ -228,6 +252,71 @@ export class CudaBackward {
           this.ctx.launch(fns[1] as bigint, module.dkdv, plan.grids.dkdv, params);
           this.ctx.launch(fns[2] as bigint, module.dq, plan.grids.dq, params);
           if (module.grads) this.ctx.launch(fns[3] as bigint, module.grads, [1, 1, 1], params);
+        },
+        release,
+      };
+    } catch (e) {
+      release();
+      throw e;
+    }
+  }
+
+  private async buildLinear(
+    spec: AttentionSpec,
+    plan: LinearBackwardPlan,
+  ): Promise<PreparedBackward> {
+    const module = emitLinearBackward(spec, plan);
+    const { functions } = await this.ctx.loadModule(module, `${spec.hash}-backward-linear`);
+    const cuda = this.ctx.cuda;
+    const buffers: DeviceBuffer[] = [];
+    const alloc = (bytes: number) => {
+      const b = cuda.pool.alloc(Math.max(4, bytes));
+      buffers.push(b);
+      return b;
+    };
+    const release = () => {
+      for (const b of buffers) b.release();
+    };
+    try {
+      const fixed: Record<string, bigint | number> = {};
+      for (const [name, floats] of Object.entries(plan.scratch)) {
+        const field = name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+        fixed[field] = alloc(4 * floats).ptr;
+      }
+      if (plan.random && spec.kernel.type === 'linear') {
+        const w = randomFeatureMatrix(spec.kernel, spec.headDim);
+        const b = alloc(w.byteLength);
+        await cuda.upload(b, w);
+        fixed.w = b.ptr;
+      } else fixed.w = 0n;
+      const fns = functions as readonly bigint[];
+      const order = [
+        [module.featQ, plan.grids.featQ],
+        [module.featK, plan.grids.featK],
+        [module.cmax, plan.grids.cmax],
+        [module.dqPart, plan.grids.dqPart],
+        [module.dq, plan.grids.dq],
+        [module.dkdv, plan.grids.dkdv],
+        [module.dk, plan.grids.dk],
+      ] as const;
+      return {
+        plan,
+        module,
+        extraBytes: buffers.reduce((s, b) => s + b.bytes, 0),
+        launch: (inputs, outputs) => {
+          const params = packParams(module.featQ.params, {
+            ...fixed,
+            q: inputs.q.ptr,
+            k: inputs.k.ptr,
+            v: inputs.v.ptr,
+            dout: inputs.dOut.ptr,
+            dq: outputs.dq.ptr,
+            dk: outputs.dk.ptr,
+            dv: outputs.dv.ptr,
+          });
+          order.forEach(([entry, grid], i) => {
+            this.ctx.launch(fns[i] as bigint, entry, grid, params);
+          });
         },
         release,
       };
