@@ -11,6 +11,12 @@ import {
   type RunGradientCaseOptions,
   runGradientCase,
 } from './gradients.js';
+import {
+  type ProgramReference,
+  type RunProgramCaseOptions,
+  runProgramCase,
+} from './program-run.js';
+import { type ProgramCatalogueOptions, programCases } from './programs.js';
 import { runSystemCase, systemCases } from './systems.js';
 import type { CatalogueOptions, ConformanceCase } from './types.js';
 
@@ -183,6 +189,70 @@ export function describeSystemConformance(
           if (!backend || !reference) throw new Error('backend or reference failed to start');
           const r = await runSystemCase(backend, c, reference);
           if (!r.pass) expect.fail(`${c.id}: ${r.message}`);
+          expect(r.pass).toBe(true);
+        },
+        options.timeout ?? 120_000,
+      );
+    }
+  });
+}
+
+export interface DescribeProgramConformanceOptions
+  extends ProgramCatalogueOptions,
+    RunProgramCaseOptions {
+  /** What the backend is compared with; default: a fresh `createCpuBackend()`. */
+  readonly reference?: () => ProgramReference | Promise<ProgramReference>;
+  /** As describeConformance's: by case id or tag, with reasons; stale entries are an error. */
+  readonly skip?: Readonly<Record<string, string>>;
+  /** Timeout of each case in milliseconds (default 120 000). */
+  readonly timeout?: number;
+  /** Run the cases with `it.concurrent` (one case's kernels compile while another's run). */
+  readonly concurrent?: boolean;
+}
+
+/**
+ * Runs the program catalogue against a backend, one Vitest `it` per case; pass `inspect` so
+ * selections and groupings are compared entry for entry:
+ *
+ *   describeProgramConformance('webgpu', () => createWebGpuBackend(), {
+ *     inspect: (v) => gpu.program.readSelection(v),
+ *   });
+ */
+export function describeProgramConformance(
+  name: string,
+  factory: () => ProgramBackend | Promise<ProgramBackend>,
+  options: DescribeProgramConformanceOptions = {},
+): void {
+  const cases = programCases(options);
+  const skip = options.skip ?? {};
+  checkSkip('describeProgramConformance', name, cases, skip);
+  describe(`program conformance: ${name}`, () => {
+    let backend: ProgramBackend | undefined;
+    let reference: ProgramReference | undefined;
+    let ownReference: AttentionBackend | undefined;
+    beforeAll(async () => {
+      backend = await factory();
+      if (options.reference) reference = await options.reference();
+      else reference = ownReference = await createCpuBackend();
+    }, options.timeout ?? 120_000);
+    afterAll(async () => {
+      await (backend as Partial<AttentionBackend> | undefined)?.dispose?.();
+      await ownReference?.dispose();
+    });
+    const run = options.concurrent ? it.concurrent : it;
+    for (const c of cases) {
+      const title = `${c.id} [${c.summary}]`;
+      const reason = skipReason(c, skip);
+      if (reason !== undefined) {
+        it.skip(`${title} (skipped: ${reason})`, () => {});
+        continue;
+      }
+      run(
+        title,
+        async () => {
+          if (!backend || !reference) throw new Error('backend or reference failed to start');
+          const r = await runProgramCase(backend, c, reference, options);
+          if (!r.pass) expect.fail(`${c.id} [${c.summary}]: ${r.message}`);
           expect(r.pass).toBe(true);
         },
         options.timeout ?? 120_000,
