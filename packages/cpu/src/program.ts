@@ -13,6 +13,7 @@ import {
   ceilDiv,
   compressedKernelConfig,
   defineAttention,
+  dispatchStep,
   type GateStep,
   type GroupStep,
   layoutSlice,
@@ -25,6 +26,7 @@ import {
   type SelectStep,
   type Shape,
   type StepEnv,
+  type StepTable,
   type SubtractStep,
   UnsupportedError,
 } from '@tessera/core';
@@ -100,35 +102,27 @@ export function cpuProgramOps(check: () => void): ProgramOps<CpuValue> {
     free() {},
     async step(step, env) {
       check();
-      return runStep(step, env);
+      return dispatchStep(CPU_STEPS, step, env);
     },
   };
 }
 
-function runStep(step: ProgramStep, env: StepEnv<CpuValue>): Record<string, CpuValue> {
-  switch (step.op) {
-    case 'pool':
-      return { [step.out]: pool(step, env) };
-    case 'project':
-      return { [step.out]: project(step, env) };
-    case 'dense':
-      return { [step.out]: dense(step, env) };
-    case 'select':
-      return { [step.out]: { kind: 'selection', layout: select(step, env) } };
-    case 'group':
-      return { [step.out]: { kind: 'grouping', grouping: group(step, env) } };
-    case 'attend':
-      return step.groupQ === undefined ? attend(step, env) : attendGrouped(step, env);
-    case 'compressed':
-      return compressed(step, env);
-    case 'merge':
-      return merge(step, env);
-    case 'subtract':
-      return subtract(step, env);
-    case 'gate':
-      return { [step.out]: gate(step, env) };
-  }
-}
+/** The cpu reference's handler of every program step kind. */
+const CPU_STEPS: StepTable<CpuValue> = {
+  pool: async (step, env) => ({ [step.out]: pool(step, env) }),
+  project: async (step, env) => ({ [step.out]: project(step, env) }),
+  dense: async (step, env) => ({ [step.out]: dense(step, env) }),
+  select: async (step, env) => ({
+    [step.out]: { kind: 'selection', layout: select(step, env) },
+  }),
+  group: async (step, env) => ({ [step.out]: { kind: 'grouping', grouping: group(step, env) } }),
+  attend: async (step, env) =>
+    step.groupQ === undefined ? attend(step, env) : attendGrouped(step, env),
+  compressed: async (step, env) => compressed(step, env),
+  merge: async (step, env) => merge(step, env),
+  subtract: async (step, env) => subtract(step, env),
+  gate: async (step, env) => ({ [step.out]: gate(step, env) }),
+};
 
 function pool(step: PoolStep, env: StepEnv<CpuValue>): CpuValue {
   const x = dataOf(env, step.x);

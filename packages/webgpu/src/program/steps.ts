@@ -15,7 +15,7 @@ import type {
   StepEnv,
   SubtractStep,
 } from '@tessera/core';
-import { SpecError, UnsupportedError } from '@tessera/core';
+import { dispatchStep, SpecError, type StepTable, UnsupportedError } from '@tessera/core';
 import type { ResidentInputs, ResidentOutputs } from '../context.js';
 import { recordFlashOnSelection } from './attend.js';
 import { featureMapPlan } from './compressed-features.js';
@@ -270,44 +270,35 @@ async function compressed(rec: Recording, step: CompressedStep, env: Env): Promi
   return withLse(rec, step.out, step.lse, out, lse);
 }
 
-export async function recordStep(
-  rec: Recording,
-  step: ProgramStep,
-  env: Env,
-  deps: StepDeps,
-): Promise<Written> {
-  switch (step.op) {
-    case 'pool':
-      return pool(rec, step, env);
-    case 'project':
-      return project(rec, step, env);
-    case 'dense':
-      return dense(rec, step, env);
-    case 'gate':
-      return gate(rec, step, env);
-    case 'merge':
-      return merge(rec, step, env);
-    case 'select': {
-      const sel = await recordSelect(
+/** The WebGPU handler of every program step kind, recording into `rec`. */
+function stepTable(rec: Recording, deps: StepDeps): StepTable<GpuValue> {
+  return {
+    pool: async (step, env) => pool(rec, step, env),
+    project: async (step, env) => project(rec, step, env),
+    dense: async (step, env) => dense(rec, step, env),
+    gate: async (step, env) => gate(rec, step, env),
+    merge: async (step, env) => merge(rec, step, env),
+    select: async (step, env) => ({
+      [step.out]: await recordSelect(
         rec,
         step,
         tensorOf(env, step.q),
         tensorOf(env, step.k),
         deps.candidates,
-      );
-      return { [step.out]: sel };
-    }
-    case 'attend':
-      return attend(rec, step, env, deps);
-    case 'compressed':
-      return compressed(rec, step, env);
-    case 'group':
-      return group(rec, step, env);
-    case 'subtract':
-      return subtract(rec, step, env);
-    default:
-      throw new UnsupportedError(
-        `WebGPU programs have no op '${String((step as { op?: unknown }).op)}'`,
-      );
-  }
+      ),
+    }),
+    attend: (step, env) => attend(rec, step, env, deps),
+    compressed: (step, env) => compressed(rec, step, env),
+    group: (step, env) => group(rec, step, env),
+    subtract: async (step, env) => subtract(rec, step, env),
+  };
+}
+
+export function recordStep(
+  rec: Recording,
+  step: ProgramStep,
+  env: Env,
+  deps: StepDeps,
+): Promise<Written> {
+  return dispatchStep(stepTable(rec, deps), step, env);
 }
