@@ -177,7 +177,20 @@ describe('benchmarkBackward', () => {
     const floats = Object.values(plan.scratch).reduce((a, b) => a + b, 0);
     const w = 48 * spec.headDim;
     expect(r.extraDeviceBytes).toBe(4 * (floats + w));
-    expect(r.extraDeviceBytes).toBeLessThan(4 * spec.headsQ * spec.seqQ * spec.seqKV);
+    // O(N), never N × N: twice the sequence, twice the scratch (N × N would be four times).
+    const twice = defineAttention({
+      batch: 1,
+      headsQ: 4,
+      headsKV: 2,
+      seqQ: 2 * spec.seqQ,
+      seqKV: 2 * spec.seqKV,
+      headDim: 16,
+      headDimV: 40,
+      kernel: kernelOf('favor+'),
+    });
+    const floats2 = Object.values(planLinearBackward(twice).scratch).reduce((a, b) => a + b, 0);
+    expect(floats2).toBeLessThanOrEqual(2 * floats); // chunk counts round up
+    expect(floats2).toBeGreaterThan(1.99 * floats);
     // inputs of both sets (f32: q, k, v, out, dOut, lse) and the gradients are held at the peak.
     const sz = tensorSizes(spec);
     const held = 4 * 2 * (sz.q + sz.k + sz.v + 2 * sz.out + sz.lse) + 4 * (sz.q + sz.k + sz.v);
