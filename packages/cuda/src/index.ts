@@ -14,9 +14,13 @@ export {
   type DeviceBackwardInputs,
   type DeviceGradients,
   emitBackward,
+  emitLinearBackward,
   FIX_BITS,
+  type LinearBackwardModule,
+  type LinearBackwardPlan,
   type PreparedBackward,
   planBackward,
+  planLinearBackward,
   transposeLayout,
 } from './backward/index.js';
 export {
