@@ -157,12 +157,13 @@ export async function prepareBackward(
     );
 
   const modules = emitBackwardModules(spec, plan, storage);
-  const key = `backward|${spec.hash}|${storage}|${plan.tile.blockQ}x${plan.tile.blockKV}|${plan.accumulator}`;
+  // Keyed by the source: modules that do not depend on an option are shared across its values.
+  const pipe = (code: string) => p.pipeline(`backward|${code}`, code, 'main');
   const [prePipe, dkdvPipe, dqPipe, reducePipe] = await Promise.all([
-    p.pipeline(`${key}|prepass`, modules.prepass, 'main'),
-    p.pipeline(`${key}|dkdv`, modules.dkdv, 'main'),
-    p.pipeline(`${key}|dq`, modules.dq, 'main'),
-    modules.reduce ? p.pipeline(`${key}|reduce`, modules.reduce, 'main') : null,
+    pipe(modules.prepass),
+    pipe(modules.dkdv),
+    pipe(modules.dq),
+    modules.reduce ? pipe(modules.reduce) : null,
   ]);
 
   const temps: GPUBuffer[] = [];

@@ -139,11 +139,16 @@ function storeRow(buf: string, acc: string, dim: number, base: string): string[]
 const base = (st: Strides, b: string, h: string): string =>
   `${b} * ${st.batch}u + ${h} * ${st.head}u`;
 
-export function emitPrepass(spec: AttentionSpec, plan: BackwardPlan): string {
+export function emitPrepass(spec: AttentionSpec): string {
   const st = specStrides(spec).out;
   const DV = spec.headDimV;
   return [
-    ...header(spec, plan, 'pre-pass: D = rowsum(dOut ∘ out), packed with lse'),
+    `// Tessera backward (pre-pass: D = rowsum(dOut ∘ out), packed with lse), spec ${spec.hash}`,
+    `// batch ${spec.batch}, heads ${spec.headsQ}, seq ${spec.seqQ}, dimV ${spec.headDimV}, ${spec.layout}`,
+    '',
+    `const SEQ_Q = ${spec.seqQ}u;`,
+    `const HEADS_Q = ${spec.headsQ}u;`,
+    `const DEAD_LSE = ${DEAD_LSE};`,
     '',
     '@group(0) @binding(0) var<storage, read> out_buf: array<f32>;',
     '@group(0) @binding(1) var<storage, read> dout_buf: array<f32>;',
@@ -492,7 +497,7 @@ export function emitBackwardModules(
   storage: 'f32' | 'f16',
 ): SoftmaxModules {
   return {
-    prepass: emitPrepass(spec, plan),
+    prepass: emitPrepass(spec),
     dkdv: emitDkdv(spec, plan, storage),
     dq: emitDq(spec, plan, storage),
     reduce: plan.accumulator ? emitReduce(spec, plan) : null,

@@ -1,16 +1,9 @@
 // ======== module: prepass
 // Tessera backward (pre-pass: D = rowsum(dOut ∘ out), packed with lse), spec 04e5a40920d50b54acf1e8999abb1e96
-// batch 2, heads 4/2, seq 300x300, dim 32/32, bshd, f32
-// tile: blockQ 32, blockKV 32
+// batch 2, heads 4, seq 300, dimV 32, bshd
 
 const SEQ_Q = 300u;
-const SEQ_KV = 300u;
 const HEADS_Q = 4u;
-const HEADS_KV = 2u;
-const GROUP = 2u;
-const NUM_Q_BLOCKS = 10u;
-const NUM_KV_BLOCKS = 10u;
-const SCALE = 0.1767766922712326f;
 const DEAD_LSE = 3.0e38f;
 
 @group(0) @binding(0) var<storage, read> out_buf: array<f32>;

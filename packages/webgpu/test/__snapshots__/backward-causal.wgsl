@@ -1,16 +1,9 @@
 // ======== module: prepass
 // Tessera backward (pre-pass: D = rowsum(dOut ∘ out), packed with lse), spec af97596b33c6559b376d578bb87b7755
-// batch 1, heads 8/8, seq 1024x1024, dim 64/64, bhsd, f32
-// tile: blockQ 16, blockKV 16
+// batch 1, heads 8, seq 1024, dimV 64, bhsd
 
 const SEQ_Q = 1024u;
-const SEQ_KV = 1024u;
 const HEADS_Q = 8u;
-const HEADS_KV = 8u;
-const GROUP = 1u;
-const NUM_Q_BLOCKS = 64u;
-const NUM_KV_BLOCKS = 64u;
-const SCALE = 0.125f;
 const DEAD_LSE = 3.0e38f;
 
 @group(0) @binding(0) var<storage, read> out_buf: array<f32>;
