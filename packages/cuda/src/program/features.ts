@@ -1,8 +1,8 @@
 /**
  * Feature maps for `compressed` steps with a kernel and for grouped linear `attend` steps: the
- * linear spec a step's kernel names, and the device features of its queries and keys/summaries, written by that spec's linear-module feature
- * kernel (emit/linear.ts), so the maps, input scaling, stabilisers and random matrix are the
- * linear path's.
+ * linear spec a step's kernel names, and the device features of its queries and keys/summaries,
+ * written by that spec's linear-module feature kernel (emit/linear.ts), so the maps, input
+ * scaling, stabilisers and random matrix are the linear path's.
  */
 import {
   type AttentionSpec,
@@ -15,9 +15,8 @@ import {
   type Shape,
   UnsupportedError,
 } from '@tessera/core';
-import type { CudaBackend } from '../backend.js';
 import { type CudaModuleSource, emitCuda, packParams } from '../emit/index.js';
-import { native } from '../errors.js';
+import type { CudaContext } from '../runtime/context.js';
 import type { DeviceBuffer } from '../runtime/device.js';
 
 interface DeviceTensor {
@@ -25,12 +24,12 @@ interface DeviceTensor {
   readonly buffer: DeviceBuffer;
 }
 
-/** Writes feature rows on one backend; holds the random matrices it uploaded until dispose. */
+/** Writes feature rows on one device; holds the random matrices it uploaded until dispose. */
 export class FeatureWriter {
   private readonly matrices = new Map<string, Promise<DeviceBuffer>>();
 
   constructor(
-    private readonly backend: CudaBackend,
+    private readonly context: CudaContext,
     private readonly alloc: (bytes: number) => DeviceBuffer,
   ) {}
 
@@ -78,7 +77,7 @@ export class FeatureWriter {
       if (e instanceof UnsupportedError) throw new UnsupportedError(`cuda: ${what}: ${e.message}`);
       throw e;
     }
-    const { functions } = await this.backend.loadModule(module, `${spec.hash}-features`);
+    const { functions } = await this.context.loadModule(module, `${spec.hash}-features`);
     const entry = module.kernels[0];
     const fn = functions[0];
     if (!entry || fn === undefined) throw new Error('linear module has no feature kernel');
@@ -110,16 +109,7 @@ export class FeatureWriter {
         scale: mul,
       });
       const grid = [Math.ceil((B * heads * seq) / 4), 1, 1] as const; // 4 rows (warps) per block
-      native(() =>
-        this.backend.cuda.addon.launch(
-          fn,
-          grid,
-          [entry.threads, 1, 1],
-          entry.dynamicSharedBytes,
-          0n,
-          params,
-        ),
-      );
+      this.context.launch(fn, entry, grid, params);
       ptrs[`phi_${name}`] = phi.ptr;
       ptrs[`stab_${name}`] = stab.ptr;
     }
@@ -137,7 +127,7 @@ export class FeatureWriter {
         const data = randomFeatureMatrix(kernel, spec.headDim);
         const b = this.alloc(data.byteLength);
         try {
-          await this.backend.cuda.upload(b, data);
+          await this.context.cuda.upload(b, data);
         } catch (e) {
           b.release();
           throw e;
