@@ -556,6 +556,7 @@ function attendCases(add: Add, z: Size): void {
       words(B, H, HK, S, z.D16),
       PROGRAM_TOLERANCE.bf16,
       [
+        'cuda-paths',
         'dtype:bf16',
         'heads:gqa',
         `mask:${isCausal ? 'causal-gaps' : 'none'}`,
@@ -1011,6 +1012,7 @@ function pipelineCases(add: Add, z: Size): void {
       const mtag = isCausal ? 'causal-gaps' : 'none';
       const tol = dtype === 'f32' ? 2e-4 : PROGRAM_TOLERANCE.bf16;
       const tags = [
+        ...(dtype === 'f32' && isCausal ? [] : ['cuda-paths']),
         `mask:${mtag}`,
         `dtype:${dtype}`,
         'heads:gqa',
@@ -1072,7 +1074,7 @@ function pipelineCases(add: Add, z: Size): void {
         `program/select-${blk}x${blk}-merge/S${seq}/${mtag}`,
         `${words(B, H, HK, seq, D2)}, top ${topK} local ${local}`,
         2e-4,
-        [`mask:${mtag}`, 'heads:gqa', ...(isCausal ? ['empty-rows'] : [])],
+        ['cuda-paths', `mask:${mtag}`, 'heads:gqa', ...(isCausal ? ['empty-rows'] : [])],
         () => ({
           inputs: { q: [B, H, seq, D2], k: kv, v: kv },
           steps: [
