@@ -143,12 +143,12 @@ def main():
 
         # Every case (shape, mask, score_mod, with or without autograd) is its own compiled graph;
         # past dynamo's default limit of 8 flex would silently run eagerly (unfused, N×N).
-        import torch._dynamo
+        import torch._dynamo as dynamo  # (a plain `import torch._dynamo` here would make torch local)
 
         for name, at_least in (("recompile_limit", 256), ("cache_size_limit", 256),
                                ("accumulated_recompile_limit", 1024), ("accumulated_cache_size_limit", 1024)):
-            if hasattr(torch._dynamo.config, name):
-                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), at_least))
+            if hasattr(dynamo.config, name):
+                setattr(dynamo.config, name, max(getattr(dynamo.config, name), at_least))
         flex = torch.compile(flex_attention, dynamic=False)
     except Exception as e:  # noqa: BLE001 - report and go on with SDPA alone
         flex = None

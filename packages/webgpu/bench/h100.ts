@@ -7,12 +7,19 @@
  *
  *   node .device-bundle/webgpu/run.mjs [--quick] [--configs 64x32r1,64x16r2u,...] [--repeat 10]
  *        [--cases dense-4096,...] [--no-catalogue] [--catalogue-filter causal] [--unsafe]
+ *        [--backward]  (only the backward: its time beside the forward's on dense and causal at
+ *                       N = 1024 and 4096, then the gradient catalogue, ci profile, vs the cpu)
  *
  * A config is blockQ x blockKV, r<rows per thread>, then optional flags: u = unrolled loops,
  * p = queries in registers (private) instead of workgroup memory.
  */
 
-import { conformanceCases, runCase } from '@tessera/conformance';
+import {
+  conformanceCases,
+  gradientCases,
+  runCase,
+  runGradientCase,
+} from '@tessera/conformance';
 import {
   type AttentionSpec,
   blockLayout,
@@ -264,6 +271,85 @@ async function catalogue(backend: WebGpuBackend): Promise<string> {
   return `catalogue (ci profile) on this device: ${pass}/${list.length} cases pass`;
 }
 
+/**
+ * The backward beside the forward, one tile (the first of --configs) for both: median ms of each
+ * by GPU timestamps, TFLOP/s (backward counted as 2.5 × the forward's FLOPs over visited pairs, as
+ * FlashAttention counts it) and their ratio.
+ */
+async function backwardTimes(backend: WebGpuBackend): Promise<string[]> {
+  const lines = [
+    '| case | forward ms | forward TFLOP/s | backward ms | backward TFLOP/s | bwd/fwd TFLOP/s | extra bytes |',
+    '|---|---|---|---|---|---|---|',
+  ];
+  const tile = configs[0] as WebGpuRunOptions;
+  for (const n of quick ? [256] : [1024, 4096]) {
+    for (const [name, spec] of [
+      [`dense-${n}`, mk(n)],
+      [`causal-${n}`, mk(n, maskMod(({ q, kv }) => q.ge(kv)))],
+    ] as const) {
+      const x = {
+        q: values(spec.headsQ * n * D, 1),
+        k: values(spec.headsKV * n * D, 2),
+        v: values(spec.headsKV * n * D, 3),
+      };
+      const resident = backend.upload(spec, x);
+      const run = await backend.prepare(spec, resident, tile);
+      const fwd = await timeRuns(backend.gpuDevice, run, {
+        warmup,
+        repeat,
+        timestamps: backend.capabilities.timestampQuery,
+      });
+      const dOut = backend.uploadTensor(values(spec.headsQ * n * D, 4));
+      const pb = await backend.prepareBackward(spec, {
+        spec,
+        inputs: resident,
+        outputs: run.outputs,
+        dOut,
+      });
+      const bwd = await timeRuns(backend.gpuDevice, pb, {
+        warmup,
+        repeat,
+        timestamps: backend.capabilities.timestampQuery,
+      });
+      const flops = estimateCost(spec, {
+        strategy: 'tiled',
+        layout: blockLayout(spec, { blockQ: run.tile?.blockQ, blockKV: run.tile?.blockKV }),
+      }).flops;
+      const f = median(fwd.timesMs);
+      const b = median(bwd.timesMs);
+      const fT = flops / (f * 1e-3) / 1e12;
+      const bT = (2.5 * flops) / (b * 1e-3) / 1e12;
+      const line = `| ${name} | ${f.toFixed(3)} | ${fT.toPrecision(3)} | ${b.toFixed(3)}${bwd.timing === 'wall' ? ' (wall)' : ''} | ${bT.toPrecision(3)} | ${(bT / fT).toFixed(2)} | ${fmtBytes(pb.extraBytes)} |`;
+      console.log(line);
+      lines.push(line);
+      pb.dispose();
+      backend.release(pb.gradients);
+      run.dispose();
+      backend.release(run.outputs);
+      backend.release(resident);
+    }
+  }
+  return lines;
+}
+
+/** The gradient catalogue (ci profile) on this device against the cpu backend's backward. */
+async function gradientCatalogue(backend: WebGpuBackend): Promise<string> {
+  const cpu = await createCpuBackend();
+  const list = gradientCases({ profile: 'ci' }).slice(0, quick ? 6 : undefined);
+  let pass = 0;
+  for (const c of list) {
+    try {
+      const r = await runGradientCase(backend, c, cpu);
+      if (r.pass) pass++;
+      else console.log(`  FAIL ${c.id}: ${r.message}`);
+    } catch (e) {
+      console.log(`  FAIL ${c.id}: threw ${(e as Error).message}`);
+    }
+  }
+  await cpu.dispose();
+  return `gradient catalogue (ci profile) on this device: ${pass}/${list.length} cases pass`;
+}
+
 async function main(): Promise<void> {
   const flags = ['disable-dawn-features=timestamp_quantization'];
   if (flag('unsafe')) flags.push('enable-dawn-features=disable_robustness,skip_validation');
@@ -276,6 +362,14 @@ async function main(): Promise<void> {
   console.log(
     `limits: workgroup storage ${caps.limits.maxComputeWorkgroupStorageSize} B, storage binding ${caps.limits.maxStorageBufferBindingSize} B, buffer ${caps.limits.maxBufferSize} B`,
   );
+  if (flag('backward')) {
+    const table = await backwardTimes(backend);
+    const summary = await gradientCatalogue(backend);
+    console.log(`\n${table.join('\n')}\n\n${summary}`);
+    await backend.dispose();
+    void gpu;
+    return;
+  }
   const rows: Row[] = [];
   for (const c of cases) await measure(backend, c, rows);
   const summary = flag('no-catalogue') ? '' : await catalogue(backend);
