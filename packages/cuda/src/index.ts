@@ -21,7 +21,6 @@ export {
   type PreparedBackward,
   planBackward,
   planLinearBackward,
-  transposeLayout,
 } from './backward/index.js';
 export {
   type CudaModuleSource,

@@ -32,7 +32,7 @@ export {
   type LinearBackwardPlan,
   planLinearBackward,
 } from './linear.js';
-export { type BackwardPlan, planBackward, transposeLayout } from './plan.js';
+export { type BackwardPlan, planBackward } from './plan.js';
 export { type BackwardModule, emitBackward, FIX_BITS } from './softmax.js';
 
 /** The backward pass's inputs as device tensors: q, k, v, out, dOut of the spec's dtype; lse f32. */

@@ -5,6 +5,8 @@ import {
   ceilDiv,
   children,
   type ExprNode,
+  type LayoutColumns,
+  layoutColumns,
   type RunOptions,
   scoreModGradient,
   type TensorGradientTerm,
@@ -61,11 +63,8 @@ export interface BackwardPlan {
 
 export type BlockOrder = 'ascending' | 'descending';
 
-export interface ColumnLayout {
-  readonly colStart: Int32Array;
-  readonly qBlocks: Int32Array;
-  readonly full: Uint8Array;
-}
+/** The layout's column view (core's `layoutColumns`). */
+export type ColumnLayout = LayoutColumns;
 
 /**
  * A captured-tensor gradient term. 'uniform': the index reads only b and h (ALiBi slopes, per-head
@@ -168,7 +167,7 @@ export function planBackward(spec: AttentionSpec, options: BackwardPlanOptions =
   }
   const layout = blockLayout(spec, { blockQ, blockKV });
   const dqLayout = blockLayout(spec, { blockQ: dqBlockQ, blockKV: dqBlockKV });
-  const columns = transposeLayout(layout);
+  const columns = layoutColumns(layout);
   const grad = spec.scoreMod
     ? scoreModGradient(
         spec.scoreMod.expr,
@@ -253,39 +252,4 @@ export function mmaBackwardEligible(spec: AttentionSpec): boolean {
     spec.headDim <= 128 &&
     spec.headDimV <= 128
   );
-}
-
-/** The column view of a layout: for each slice and KV block, the Q blocks that visit it. */
-export function transposeLayout(layout: BlockLayout): ColumnLayout {
-  const slices = layout.batches * layout.heads;
-  const nq = layout.numQBlocks;
-  const nk = layout.numKVBlocks;
-  const count = new Int32Array(slices * nk + 1);
-  for (let s = 0; s < slices; s++) {
-    for (let qb = 0; qb < nq; qb++) {
-      const r = s * nq + qb;
-      for (let e = layout.rowStart[r] as number; e < (layout.rowStart[r + 1] as number); e++)
-        count[s * nk + (layout.kvBlocks[e] as number) + 1]++;
-    }
-  }
-  for (let i = 0; i < slices * nk; i++)
-    count[i + 1] = (count[i + 1] as number) + (count[i] as number);
-  const colStart = count.slice();
-  const at = count.slice(0, slices * nk);
-  const qBlocks = new Int32Array(layout.kvBlocks.length);
-  const full = new Uint8Array(layout.kvBlocks.length);
-  // Rows are visited in ascending q-block order, so each column's list ascends.
-  for (let s = 0; s < slices; s++) {
-    for (let qb = 0; qb < nq; qb++) {
-      const r = s * nq + qb;
-      for (let e = layout.rowStart[r] as number; e < (layout.rowStart[r + 1] as number); e++) {
-        const c = s * nk + (layout.kvBlocks[e] as number);
-        const i = at[c] as number;
-        at[c] = i + 1;
-        qBlocks[i] = qb;
-        full[i] = layout.full[e] as number;
-      }
-    }
-  }
-  return { colStart, qBlocks, full };
 }

@@ -9,6 +9,7 @@ import {
   type BlockLayout,
   blockLayout,
   gradientSlots,
+  layoutColumns,
   ResourceLimitError,
   type ScoreModGradient,
   SpecError,
@@ -234,33 +235,15 @@ export interface LayoutWords {
 const entryWord = (block: number, full: number): number => (block | (full << 31)) >>> 0;
 
 /**
- * The column (transposed) view of a layout: for each slice and KV block, the Q blocks that visit
- * it, ascending, each with its `full` flag. CSR like the row view.
+ * The column view of a layout (core's `layoutColumns`) as the kernels read it: CSR by (slice, KV
+ * block), each entry the visiting Q block with its `full` flag in the top bit.
  */
-export function columnView(layout: BlockLayout): { start: Int32Array; entries: Uint32Array } {
-  const slices = layout.batches * layout.heads;
-  const nq = layout.numQBlocks;
-  const nk = layout.numKVBlocks;
-  const start = new Int32Array(slices * nk + 1);
-  for (let s = 0; s < slices; s++)
-    for (let r = 0; r < nq; r++) {
-      const row = s * nq + r;
-      for (let e = layout.rowStart[row] as number; e < (layout.rowStart[row + 1] as number); e++)
-        (start[s * nk + (layout.kvBlocks[e] as number) + 1] as number)++;
-    }
-  for (let i = 0; i < slices * nk; i++)
-    start[i + 1] = (start[i + 1] as number) + (start[i] as number);
-  const fill = start.slice(0, slices * nk);
-  const entries = new Uint32Array(layout.kvBlocks.length);
-  for (let s = 0; s < slices; s++)
-    for (let r = 0; r < nq; r++) {
-      const row = s * nq + r;
-      for (let e = layout.rowStart[row] as number; e < (layout.rowStart[row + 1] as number); e++) {
-        const c = s * nk + (layout.kvBlocks[e] as number);
-        entries[(fill[c] as number)++] = entryWord(r, layout.full[e] as number);
-      }
-    }
-  return { start, entries };
+function columnView(layout: BlockLayout): { start: Int32Array; entries: Uint32Array } {
+  const cols = layoutColumns(layout);
+  const entries = new Uint32Array(cols.qBlocks.length);
+  for (let e = 0; e < entries.length; e++)
+    entries[e] = entryWord(cols.qBlocks[e] as number, cols.full[e] as number);
+  return { start: cols.colStart, entries };
 }
 
 /**
