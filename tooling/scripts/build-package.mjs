@@ -5,6 +5,8 @@
 // package.json may say, under "tessera":
 //   "entries": ["src/worker.ts", ...]   extra entry points besides src/index.ts
 //   "platform": "node"                   bundle for Node instead of the default "neutral"
+//   "splitting": true                    share the modules several entries import (dist/chunk-*.js),
+//                                        so every entry sees one copy of each class and registry
 import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -34,6 +36,7 @@ try {
     platform: options.platform ?? 'neutral',
     target: 'es2022',
     sourcemap: true,
+    splitting: options.splitting === true,
     external,
     logLevel: 'warning',
   });

@@ -8,13 +8,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { format } from 'node:util';
-import {
-  compileJs,
-  compileMask,
-  exactBlockLayout,
-  layoutContext,
-  layoutsEqual,
-} from '@tessera/core';
+import { compileJs, compileMask, exactBlockLayout, layoutsEqual } from '@tessera/core';
+import { layoutContext } from '@tessera/core/backend';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { denseAttention, maxAbsError, seededRandom } from './reference.js';
 

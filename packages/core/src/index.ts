@@ -13,49 +13,8 @@ export {
   UnsupportedError,
 } from './errors.js';
 export { Expr, hash, lit, type Operand, TensorRef, tensor, vars, where } from './expr/builder.js';
-export {
-  gradientSlots,
-  type ScoreModGradient,
-  scoreModGradient,
-  type TensorGradientTerm,
-} from './expr/grad.js';
-export {
-  HASH_ARG_OFFSET,
-  HASH_FLOAT_SCALE,
-  HASH_MUL_1,
-  HASH_MUL_2,
-  hashU32,
-  hashUnit,
-  mix32,
-} from './expr/hash32.js';
-export { evalInterval, type Interval, type IntervalEnv, RangeMinMax } from './expr/interval.js';
-export { type CompiledExpr, compileJs, emitJs, jsRenderer } from './expr/js.js';
-export {
-  type ExprRenderer,
-  type LoweredExpr,
-  lowerExpr,
-  lowerExprs,
-  type RenderedOperand,
-} from './expr/lower.js';
-export {
-  ARITH_FNS,
-  type ArithFn,
-  type BinaryFn,
-  COMPARE_FNS,
-  type CompareFn,
-  children,
-  type ExprNode,
-  LOGIC_FNS,
-  type LogicFn,
-  type ScalarType,
-  UNARY_FNS,
-  type UnaryFn,
-  VAR_TYPES,
-  type VarName,
-  varsUsed,
-} from './expr/nodes.js';
-export { mapTensors, resolveTensors } from './expr/resolve.js';
-export { gaussianAt, linearInputScales, randomFeatureMatrix } from './features.js';
+export { type CompiledExpr, compileJs, emitJs } from './expr/js.js';
+export type { ExprNode, ScalarType, VarName } from './expr/nodes.js';
 export {
   type AttentionGradients,
   type AttentionInputs,
@@ -67,24 +26,17 @@ export {
 } from './inputs.js';
 export {
   type AnalyticLayout,
-  type BlockClass,
   type BlockLayout,
   BlockLayoutBuilder,
   ceilDiv,
-  classifyBlock,
-  deriveBlockLayout,
   exactBlockLayout,
   fullLayout,
-  type LayoutColumns,
   type LayoutContext,
-  type LayoutCounters,
   type LayoutStats,
-  layoutColumns,
   layoutDifference,
   layoutSlice,
   layoutStats,
   layoutsEqual,
-  maskSlices,
 } from './layout.js';
 export {
   compileMask,
@@ -107,71 +59,45 @@ export {
   roundToDtype,
   unpackHalf,
 } from './numeric.js';
-export {
-  blockLayout,
-  type CostEstimate,
-  DEFAULT_BLOCK,
-  elementBytes,
-  estimateCost,
-  featureDim,
-  layoutContext,
-  type Strategy,
-} from './plan.js';
+export { blockLayout, type CostEstimate, estimateCost, type Strategy } from './plan.js';
 export {
   type AttendStep,
   COMPRESSED_DEFAULT_FEATURES,
   type CompressedKernel,
   type CompressedStep,
-  compressedKernelConfig,
   type DenseStep,
   defineProgram,
   type GateStep,
   type GroupStep,
   type MergeStep,
-  nearestCentroid,
   type PoolStep,
-  PROGRAM_STEPS,
   type Program,
   type ProgramConfig,
   type ProgramStep,
   type ProjectStep,
   type SelectStep,
   type Shape,
-  StepChecker,
-  type StepDefinition,
-  type StepOf,
-  type StepOp,
   type SubtractStep,
-  stepReads,
-  stepWrites,
 } from './program.js';
 export {
   DeviceValue,
-  dispatchStep,
   type ProgramBackend,
   type ProgramInput,
   type ProgramOps,
   type ProgramResult,
   type ProgramRunOptions,
   runProgram,
-  type StepEnv,
-  type StepTable,
 } from './program-run.js';
 export {
   type AttentionConfig,
   type AttentionSpec,
-  analyticLayoutOf,
-  assertSpec,
-  canonicalJson,
   DTYPES,
   type Dtype,
   defineAttention,
   FEATURE_MAPS,
   type FeatureMap,
   groupSize,
-  hashSpec,
   isAttentionSpec,
-  isCausalExpr,
   type KernelConfig,
   type KernelSpec,
   kvHeadOf,

@@ -1,11 +1,11 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { hashUnit } from '../src/backend-api.js';
 import {
   compileJs,
   defineAttention,
   emitJs,
   hash,
-  hashUnit,
   lit,
   maskMod,
   SpecError,

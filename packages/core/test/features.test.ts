@@ -4,8 +4,8 @@ import {
   hashUnit,
   linearInputScales,
   randomFeatureMatrix,
-  SpecError,
-} from '../src/index.js';
+} from '../src/backend-api.js';
+import { SpecError } from '../src/index.js';
 
 const dot = (a: ArrayLike<number>, ao: number, b: ArrayLike<number>, bo: number, n: number) => {
   let s = 0;

@@ -3,14 +3,16 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  compileJs,
-  type Expr,
-  type ExprNode,
   gradientSlots,
   jsRenderer,
   lowerExprs,
   resolveTensors,
   scoreModGradient,
+} from '../src/backend-api.js';
+import {
+  compileJs,
+  type Expr,
+  type ExprNode,
   type TensorRef,
   tensor,
   vars,

@@ -1,18 +1,16 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { deriveBlockLayout, type LayoutCounters, layoutColumns } from '../src/backend-api.js';
 import {
   type BlockLayout,
   BlockLayoutBuilder,
   blockLayout,
   compileJs,
   defineAttention,
-  deriveBlockLayout,
   type Expr,
   exactBlockLayout,
   hash,
   type LayoutContext,
-  type LayoutCounters,
-  layoutColumns,
   layoutDifference,
   layoutSlice,
   layoutStats,

@@ -2,17 +2,14 @@
 // type makes a missing kind a compile error; typecheck (tsc over test/) checks the ts-expect-error.
 import { describe, expect, it } from 'vitest';
 import {
-  defineAttention,
-  defineProgram,
   dispatchStep,
   PROGRAM_STEPS,
-  type ProgramStep,
-  SpecError,
   type StepEnv,
   type StepTable,
   stepReads,
   stepWrites,
-} from '../src/index.js';
+} from '../src/backend-api.js';
+import { defineAttention, defineProgram, type ProgramStep, SpecError } from '../src/index.js';
 
 const spec = defineAttention({ batch: 1, headsQ: 2, seqQ: 8, headDim: 4 });
 const program = defineProgram({

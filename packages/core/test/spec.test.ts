@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { assertSpec } from '../src/backend-api.js';
 import {
   type AttentionConfig,
   type AttentionSpec,
-  assertSpec,
   blockLayout,
   defineAttention,
   estimateCost,

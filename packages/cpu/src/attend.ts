@@ -4,13 +4,12 @@ import {
   type AttentionSpec,
   type BlockLayout,
   compileJs,
-  hashSpec,
-  isCausalExpr,
   roundToDtype,
   SpecError,
   type Strategy,
   UnsupportedError,
 } from '@tessera/core';
+import { hashSpec, isCausalExpr } from '@tessera/core/backend';
 import { type LinearKernel, linearKernel, linearNaive, linearPrefix } from './linear.js';
 import type { Prepared } from './prepared.js';
 import { softmaxNaive, softmaxTiled } from './softmax.js';

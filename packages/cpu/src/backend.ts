@@ -6,7 +6,6 @@ import {
   type AttentionSpec,
   type BackwardInputs,
   estimateCost,
-  featureDim,
   InputError,
   type ProgramBackend,
   ResourceLimitError,
@@ -17,6 +16,7 @@ import {
   validateBackwardInputs,
   validateInputs,
 } from '@tessera/core';
+import { featureDim } from '@tessera/core/backend';
 import { attendCpu, compile } from './attend.js';
 import { backwardCpu, backwardNaiveBytes, toFloat32 } from './backward/index.js';
 import { cpuProgramOps } from './program.js';

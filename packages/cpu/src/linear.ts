@@ -1,12 +1,5 @@
-import {
-  type AttentionOutputs,
-  type AttentionSpec,
-  featureDim,
-  groupSize,
-  kvHeadOf,
-  linearInputScales,
-  randomFeatureMatrix,
-} from '@tessera/core';
+import { type AttentionOutputs, type AttentionSpec, groupSize, kvHeadOf } from '@tessera/core';
+import { featureDim, linearInputScales, randomFeatureMatrix } from '@tessera/core/backend';
 import { dot, specAccess } from './access.js';
 import type { Prepared } from './prepared.js';
 

@@ -11,25 +11,27 @@ import {
   blockLayout,
   type CompressedStep,
   ceilDiv,
-  compressedKernelConfig,
   defineAttention,
-  dispatchStep,
   type GateStep,
   type GroupStep,
   layoutSlice,
   type MergeStep,
-  nearestCentroid,
   type PoolStep,
   type ProgramOps,
   type ProgramStep,
   type ProjectStep,
   type SelectStep,
   type Shape,
-  type StepEnv,
-  type StepTable,
   type SubtractStep,
   UnsupportedError,
 } from '@tessera/core';
+import {
+  compressedKernelConfig,
+  dispatchStep,
+  nearestCentroid,
+  type StepEnv,
+  type StepTable,
+} from '@tessera/core/backend';
 import { attendCpu } from './attend.js';
 import { type LinearKernel, linearKernel } from './linear.js';
 

@@ -1,13 +1,8 @@
 // An independent dense attention, written for the tests from the documented semantics: a tiny
 // interpreter (a tree of closures) for mask and score expressions (not core's compileJs), every (q, kv)
 // pair evaluated and the scores of a row materialised, f64 throughout. Slow and obvious on purpose.
-import {
-  type AttentionInputs,
-  type AttentionOutputs,
-  type AttentionSpec,
-  type ExprNode,
-  randomFeatureMatrix,
-} from '@tessera/core';
+import type { AttentionInputs, AttentionOutputs, AttentionSpec, ExprNode } from '@tessera/core';
+import { randomFeatureMatrix } from '@tessera/core/backend';
 
 // ---- expressions -------------------------------------------------------------------------------
 

@@ -1,7 +1,6 @@
 import {
   type AttentionSpec,
   defineAttention,
-  hashSpec,
   InputError,
   maskMod,
   ResourceLimitError,
@@ -9,6 +8,7 @@ import {
   scoreMod,
   UnsupportedError,
 } from '@tessera/core';
+import { hashSpec } from '@tessera/core/backend';
 import { describe, expect, it } from 'vitest';
 import { createCpuBackend, naiveBytes } from '../src/index.js';
 import { inputsFor } from './util.js';

@@ -2,12 +2,11 @@ import {
   type AttentionSpec,
   defineAttention,
   defineProgram,
-  linearInputScales,
   maskMod,
-  randomFeatureMatrix,
   runProgram,
   SpecError,
 } from '@tessera/core';
+import { linearInputScales, randomFeatureMatrix } from '@tessera/core/backend';
 import { describe, expect, it } from 'vitest';
 import { createCpuBackend } from '../src/index.js';
 import { seeded } from './util.js';

@@ -2,9 +2,9 @@ import {
   type AttentionInputs,
   type AttentionOutputs,
   type AttentionSpec,
-  hashUnit,
   tensorSizes,
 } from '@tessera/core';
+import { hashUnit } from '@tessera/core/backend';
 import { expect } from 'vitest';
 
 /** Seeded uniform values in [-amp, amp): a pure function of (seed, tensor, index). */

@@ -12,18 +12,20 @@ import {
   BlockLayoutBuilder,
   blockLayout,
   ceilDiv,
-  featureDim,
   InputError,
-  layoutContext,
-  linearInputScales,
-  maskSlices,
   type RunOptions,
-  randomFeatureMatrix,
   tensorSizes,
   UnsupportedError,
   validateBackwardInputs,
   validateInputs,
 } from '@tessera/core';
+import {
+  featureDim,
+  layoutContext,
+  linearInputScales,
+  maskSlices,
+  randomFeatureMatrix,
+} from '@tessera/core/backend';
 import {
   CudaBackward,
   type BackwardOptions as CudaBackwardOptions,

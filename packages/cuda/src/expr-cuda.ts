@@ -1,5 +1,5 @@
+import type { ExprNode, ScalarType, TensorSlot, VarName } from '@tessera/core';
 import {
-  type ExprNode,
   type ExprRenderer,
   HASH_ARG_OFFSET,
   HASH_FLOAT_SCALE,
@@ -7,10 +7,7 @@ import {
   HASH_MUL_2,
   type LoweredExpr,
   lowerExpr,
-  type ScalarType,
-  type TensorSlot,
-  type VarName,
-} from '@tessera/core';
+} from '@tessera/core/backend';
 
 /**
  * CUDA C++ target, node for node beside core's expr/js.ts. i32 arithmetic wraps (done in

@@ -6,7 +6,6 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   type AttentionSpec,
-  blockLayout,
   defineAttention,
   scoreMod,
   tensor,

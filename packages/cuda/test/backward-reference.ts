@@ -5,13 +5,12 @@ import {
   type AttentionGradients,
   type AttentionSpec,
   type BackwardInputs,
-  children,
   compileJs,
   type ExprNode,
   elementIndex,
   roundToDtype,
-  scoreModGradient,
 } from '@tessera/core';
+import { children, scoreModGradient } from '@tessera/core/backend';
 
 export function referenceBackward(spec: AttentionSpec, inputs: BackwardInputs): AttentionGradients {
   const r = (x: Float32Array) => roundToDtype(x, spec.dtype);

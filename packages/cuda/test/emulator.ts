@@ -12,13 +12,11 @@ import {
   type AttentionOutputs,
   type AttentionSpec,
   blockLayout,
-  featureDim,
-  linearInputScales,
   packHalf,
-  randomFeatureMatrix,
   tensorSizes,
   unpackHalf,
 } from '@tessera/core';
+import { featureDim, linearInputScales, randomFeatureMatrix } from '@tessera/core/backend';
 import { strides } from '../src/emit/common.js';
 import {
   type CudaModuleSource,

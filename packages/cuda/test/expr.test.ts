@@ -5,17 +5,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  compileJs,
-  type Expr,
-  type ExprNode,
-  hash,
-  lit,
-  resolveTensors,
-  tensor,
-  vars,
-  where,
-} from '@tessera/core';
+import { compileJs, type Expr, type ExprNode, hash, lit, tensor, vars, where } from '@tessera/core';
+import { resolveTensors } from '@tessera/core/backend';
 import { describe, expect, it } from 'vitest';
 import { exprPrelude, floatLiteral, lowerCuda } from '../src/expr-cuda.js';
 

@@ -29,12 +29,12 @@ describeProgramConformance(
     // One case's launches run while another's kernels compile (launches are atomic).
     concurrent: true,
     timeout: 300_000,
-    skip: {
-      'program/f16/attend-with-and-without-selection':
-        'the emulated device has no tensor cores: an f16 spec at head dim 8 takes the mma kernel, whose PTX it cannot run (the GPU runs it)',
-      'program/bf16/attend-with-and-without-selection':
-        'the emulated device has no tensor cores: a bf16 spec at head dim 8 takes the mma kernel, whose PTX it cannot run (the GPU runs it)',
-    },
+    // Not run here: the f16 and bf16 'attend-with-and-without-selection' cases. At head dim 8 a
+    // 16-bit spec takes the tensor-core (mma) kernel, whose PTX the emulated device cannot run;
+    // the H200 runs it (run.mjs --programs).
+    filter: (c) =>
+      c.id !== 'program/f16/attend-with-and-without-selection' &&
+      c.id !== 'program/bf16/attend-with-and-without-selection',
     async inspect(value) {
       const v = value as CudaValue;
       if (!cuda) throw new Error('cuda backend not started');

@@ -13,9 +13,9 @@ import {
   InputError,
   runProgram,
   type Shape,
-  type StepEnv,
   UnsupportedError,
 } from '@tessera/core';
+import type { StepEnv } from '@tessera/core/backend';
 import { type CpuValue, createCpuBackend } from '@tessera/cpu';
 import { afterAll, describe, expect, it } from 'vitest';
 

@@ -2,7 +2,6 @@ import {
   type BlockLayout,
   BlockLayoutBuilder,
   ceilDiv,
-  classifyBlock,
   compileMask,
   defineMask,
   type Expr,
@@ -11,8 +10,8 @@ import {
   layoutSlice,
   type Mask,
   SpecError,
-  varsUsed,
 } from '@tessera/core';
+import { classifyBlock, varsUsed } from '@tessera/core/backend';
 import { maskLayout } from './layout-helpers.js';
 
 type Op = 'union' | 'intersect' | 'difference' | 'not';

@@ -2,13 +2,12 @@ import {
   type BlockLayout,
   BlockLayoutBuilder,
   ceilDiv,
-  deriveBlockLayout,
   type LayoutContext,
   type Mask,
-  resolveTensors,
   SpecError,
   type TensorRef,
 } from '@tessera/core';
+import { deriveBlockLayout, resolveTensors } from '@tessera/core/backend';
 
 /** The block layout of any mask: its analytic layout, else core's interval-derived one. */
 export function maskLayout(mask: Mask, ctx: LayoutContext): BlockLayout {

@@ -2,17 +2,16 @@ import {
   type BlockLayout,
   BlockLayoutBuilder,
   ceilDiv,
-  classifyBlock,
   defineMask,
   type Expr,
   hash,
-  hashU32,
   type LayoutContext,
   lit,
   type Mask,
   SpecError,
   vars,
 } from '@tessera/core';
+import { classifyBlock, hashU32 } from '@tessera/core/backend';
 import { unitLayout } from './layout-helpers.js';
 import { bool, options, positiveInt, seedInt } from './validate.js';
 

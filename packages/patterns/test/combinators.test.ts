@@ -2,13 +2,13 @@ import {
   type BlockLayout,
   BlockLayoutBuilder,
   defineMask,
-  hashUnit,
   type LayoutContext,
   layoutDifference,
   type Mask,
   maskMod,
   vars,
 } from '@tessera/core';
+import { hashUnit } from '@tessera/core/backend';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {

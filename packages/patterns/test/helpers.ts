@@ -7,9 +7,9 @@ import {
   type LayoutContext,
   layoutDifference,
   type Mask,
-  resolveTensors,
   type TensorRef,
 } from '@tessera/core';
+import { resolveTensors } from '@tessera/core/backend';
 import fc from 'fast-check';
 
 /** Reference predicate over (h, q, kv): what the pattern's definition says. */

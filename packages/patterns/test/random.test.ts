@@ -1,4 +1,5 @@
-import { compileMask, hashUnit } from '@tessera/core';
+import { compileMask } from '@tessera/core';
+import { hashUnit } from '@tessera/core/backend';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { random, stats } from '../src/index.js';

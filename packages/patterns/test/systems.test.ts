@@ -1,4 +1,4 @@
-import { hashUnit } from '@tessera/core';
+import { hashUnit } from '@tessera/core/backend';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { bigBird, longformer } from '../src/index.js';

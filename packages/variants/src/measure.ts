@@ -1,4 +1,4 @@
-import { hashUnit } from '@tessera/core';
+import { hashUnit } from '@tessera/core/backend';
 import { type System, seededUniform } from './system.js';
 
 /**

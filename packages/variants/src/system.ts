@@ -2,11 +2,9 @@ import {
   type AttentionSpec,
   type DeviceValue,
   defineAttention,
-  hashUnit,
   InputError,
   type KernelConfig,
   type Mask,
-  nearestCentroid,
   type Program,
   type ProgramBackend,
   type ProgramInput,
@@ -15,6 +13,7 @@ import {
   type Shape,
   SpecError,
 } from '@tessera/core';
+import { hashUnit, nearestCentroid } from '@tessera/core/backend';
 
 /** The attention shape every system builder takes. */
 export interface SystemShape {

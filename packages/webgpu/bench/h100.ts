@@ -14,12 +14,7 @@
  * p = queries in registers (private) instead of workgroup memory.
  */
 
-import {
-  conformanceCases,
-  gradientCases,
-  runCase,
-  runGradientCase,
-} from '@tessera/conformance';
+import { conformanceCases, gradientCases, runCase, runGradientCase } from '@tessera/conformance';
 import {
   type AttentionSpec,
   blockLayout,
@@ -285,7 +280,13 @@ async function backwardTimes(backend: WebGpuBackend): Promise<string[]> {
   for (const n of quick ? [256] : [1024, 4096]) {
     for (const [name, spec] of [
       [`dense-${n}`, mk(n)],
-      [`causal-${n}`, mk(n, maskMod(({ q, kv }) => q.ge(kv)))],
+      [
+        `causal-${n}`,
+        mk(
+          n,
+          maskMod(({ q, kv }) => q.ge(kv)),
+        ),
+      ],
     ] as const) {
       const x = {
         q: values(spec.headsQ * n * D, 1),

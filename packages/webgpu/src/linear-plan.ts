@@ -1,11 +1,7 @@
 /// <reference types="@webgpu/types" preserve="true" />
 /** Plans linear-attention runs: the scratch buffer, the random feature matrix, four passes. */
-import {
-  type AttentionSpec,
-  ResourceLimitError,
-  randomFeatureMatrix,
-  UnsupportedError,
-} from '@tessera/core';
+import { type AttentionSpec, ResourceLimitError, UnsupportedError } from '@tessera/core';
+import { randomFeatureMatrix } from '@tessera/core/backend';
 import type { Pass, PlanContext, PreparedRun, ResidentInputs, ResidentOutputs } from './context.js';
 import { Usage } from './gpu.js';
 import { emitLinear, LINEAR_THREADS, linearLayout } from './wgsl/linear.js';

@@ -7,12 +7,12 @@ import {
   type Expr,
   hash,
   lit,
-  resolveTensors,
   type TensorRef,
   tensor,
   vars,
   where,
 } from '@tessera/core';
+import { resolveTensors } from '@tessera/core/backend';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   createWebGpuBackend,

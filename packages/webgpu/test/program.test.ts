@@ -15,9 +15,9 @@ import {
   ResourceLimitError,
   runProgram,
   type Shape,
-  type StepEnv,
   UnsupportedError,
 } from '@tessera/core';
+import type { StepEnv } from '@tessera/core/backend';
 import { createCpuBackend } from '@tessera/cpu';
 import { causal } from '@tessera/patterns';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';

@@ -1,4 +1,5 @@
-import { type AttentionInputs, type AttentionSpec, hashUnit, tensorSizes } from '@tessera/core';
+import { type AttentionInputs, type AttentionSpec, tensorSizes } from '@tessera/core';
+import { hashUnit } from '@tessera/core/backend';
 
 /** FNV-1a of a string: the seed of a case, so its inputs depend on its id alone. */
 export function seedOf(text: string): number {

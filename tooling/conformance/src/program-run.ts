@@ -6,9 +6,8 @@ import {
   type ProgramOps,
   runProgram,
   type Shape,
-  type StepEnv,
-  stepWrites,
 } from '@tessera/core';
+import { type StepEnv, stepWrites } from '@tessera/core/backend';
 import type { DiscreteValue, ProgramCase, ProgramCaseBuild } from './programs.js';
 
 /** Reads a selection or grouping a backend made (its layout entries, or its rank and order). */

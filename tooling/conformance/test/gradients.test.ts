@@ -1,9 +1,5 @@
-import {
-  type AttentionGradients,
-  gradientSlots,
-  roundToDtype,
-  scoreModGradient,
-} from '@tessera/core';
+import { type AttentionGradients, roundToDtype } from '@tessera/core';
+import { gradientSlots, scoreModGradient } from '@tessera/core/backend';
 import { createCpuBackend } from '@tessera/cpu';
 import { describe, expect, it } from 'vitest';
 import {

@@ -8,12 +8,12 @@ import {
   type AttendStep,
   type AttentionSpec,
   type CompressedStep,
-  compressedKernelConfig,
   defineAttention,
   type Program,
   type SelectStep,
   type Shape,
 } from '@tessera/core';
+import { compressedKernelConfig } from '@tessera/core/backend';
 import {
   type Env,
   featureMap,

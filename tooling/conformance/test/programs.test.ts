@@ -1,7 +1,8 @@
 // The program catalogue itself: coverage of every step kind and of the situations it promises,
 // deterministic lazy inputs, and a runner that fails what differs (an output off by a little, a
 // −∞ lse made finite, a selection or grouping entry changed, a kept value not reused).
-import { PROGRAM_STEPS, type ProgramBackend, type ProgramOps } from '@tessera/core';
+import type { ProgramBackend, ProgramOps } from '@tessera/core';
+import { PROGRAM_STEPS } from '@tessera/core/backend';
 import { createCpuBackend } from '@tessera/cpu';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DiscreteValue, inspectCpuValue, programCases, runProgramCase } from '../src/index.js';

@@ -1,10 +1,5 @@
-import {
-  type AttentionGradients,
-  type AttentionSpec,
-  type BlockLayout,
-  featureDim,
-  type Strategy,
-} from '@tessera/core';
+import type { AttentionGradients, AttentionSpec, BlockLayout, Strategy } from '@tessera/core';
+import { featureDim } from '@tessera/core/backend';
 import { compile, roundInputs } from '../attend.js';
 import type { BackwardPrepared, Gradients64 } from '../prepared.js';
 import { linearBackwardNaive, linearBackwardPrefix } from './linear.js';

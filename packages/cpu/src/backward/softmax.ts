@@ -3,11 +3,10 @@ import {
   type BlockLayout,
   type CompiledExpr,
   compileJs,
-  gradientSlots,
   kvHeadOf,
   layoutSlice,
-  scoreModGradient,
 } from '@tessera/core';
+import { gradientSlots, scoreModGradient } from '@tessera/core/backend';
 import { dot, specAccess } from '../access.js';
 import { type BackwardPrepared, badScore, type Gradients64 } from '../prepared.js';
 

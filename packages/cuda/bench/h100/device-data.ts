@@ -1,6 +1,7 @@
 // Random bench inputs made on the device (large tensors never cross PCIe, nor sit in JS memory),
 // reproducible on the host element by element: x_i = bf16((2·hashUnit([seed, i]) − 1) · amp).
-import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, hashUnit } from '@tessera/core';
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '@tessera/core';
+import { hashUnit } from '@tessera/core/backend';
 import { exprPrelude } from '../../src/expr-cuda.js';
 import { type CudaBackend, type CudaTensor, packParams } from '../../src/index.js';
 

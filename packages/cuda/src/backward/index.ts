@@ -3,11 +3,11 @@ import {
   type AttentionSpec,
   type BackwardInputs,
   InputError,
-  randomFeatureMatrix,
   tensorSizes,
   UnsupportedError,
   validateBackwardInputs,
 } from '@tessera/core';
+import { randomFeatureMatrix } from '@tessera/core/backend';
 import { packParams } from '../emit/common.js';
 import type { CudaContext } from '../runtime/context.js';
 import type { DeviceBuffer } from '../runtime/device.js';

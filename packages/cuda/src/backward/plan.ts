@@ -3,16 +3,18 @@ import {
   type BlockLayout,
   blockLayout,
   ceilDiv,
-  children,
   type ExprNode,
+  type RunOptions,
+  UnsupportedError,
+} from '@tessera/core';
+import {
+  children,
   type LayoutColumns,
   layoutColumns,
-  type RunOptions,
   scoreModGradient,
   type TensorGradientTerm,
-  UnsupportedError,
   varsUsed,
-} from '@tessera/core';
+} from '@tessera/core/backend';
 import { mmaEligible } from '../emit/flash-mma.js';
 
 /**

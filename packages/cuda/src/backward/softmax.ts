@@ -1,4 +1,5 @@
-import { type AttentionSpec, ceilDiv, lowerExprs } from '@tessera/core';
+import { type AttentionSpec, ceilDiv } from '@tessera/core';
+import { lowerExprs } from '@tessera/core/backend';
 import {
   capturedFields,
   GENERATOR_VERSION,

@@ -1,10 +1,5 @@
-import {
-  type AttentionSpec,
-  featureDim,
-  isCausalExpr,
-  linearInputScales,
-  UnsupportedError,
-} from '@tessera/core';
+import { type AttentionSpec, UnsupportedError } from '@tessera/core';
+import { featureDim, isCausalExpr, linearInputScales } from '@tessera/core/backend';
 import { floatLiteral } from '../expr-cuda.js';
 import {
   type CudaModuleSource,

@@ -7,14 +7,16 @@
 import {
   type AttentionSpec,
   type CompressedStep,
-  compressedKernelConfig,
   defineAttention,
-  featureDim,
-  linearInputScales,
-  randomFeatureMatrix,
   type Shape,
   UnsupportedError,
 } from '@tessera/core';
+import {
+  compressedKernelConfig,
+  featureDim,
+  linearInputScales,
+  randomFeatureMatrix,
+} from '@tessera/core/backend';
 import { type CudaModuleSource, emitCuda, packParams } from '../emit/index.js';
 import type { CudaContext } from '../runtime/context.js';
 import type { DeviceBuffer } from '../runtime/device.js';

@@ -3,13 +3,8 @@
  * rank / order buffers are written by the route and sort kernels (emit-group.ts) and read only by
  * the grouped attend kernel; nothing is read back.
  */
-import {
-  type AttendStep,
-  featureDim,
-  type GroupStep,
-  InputError,
-  UnsupportedError,
-} from '@tessera/core';
+import { type AttendStep, type GroupStep, InputError, UnsupportedError } from '@tessera/core';
+import { featureDim } from '@tessera/core/backend';
 import type { DeviceBuffer } from '../runtime/device.js';
 import {
   emitGroupedAttend,

@@ -7,14 +7,12 @@
  */
 import {
   type AttentionSpec,
-  dispatchStep,
   InputError,
   type ProgramOps,
   type ProgramStep,
   type Shape,
-  type StepEnv,
-  type StepTable,
 } from '@tessera/core';
+import { dispatchStep, type StepEnv, type StepTable } from '@tessera/core/backend';
 import type { CudaContext } from '../runtime/context.js';
 import { FeatureWriter } from './features.js';
 import { ProgramRunner } from './runner.js';

@@ -4,15 +4,14 @@ import {
   type AttentionSpec,
   type CompressedStep,
   type DenseStep,
-  featureDim,
   type GateStep,
   type MergeStep,
   type PoolStep,
   type ProjectStep,
-  type StepTable,
   type SubtractStep,
   tensorSizes,
 } from '@tessera/core';
+import { featureDim, type StepTable } from '@tessera/core/backend';
 import type { DeviceBuffer } from '../runtime/device.js';
 import { runFlashOnSelection, runRowsOnSelection, selectedWalk } from './attend.js';
 import {

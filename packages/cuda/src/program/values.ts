@@ -2,13 +2,8 @@
  * What the CUDA program ops hold: f32 tensors in [batch, heads, rows, cols] order, block selections
  * and groupings, all device buffers kept on the device between steps.
  */
-import {
-  type BlockLayout,
-  InputError,
-  type SelectStep,
-  type Shape,
-  type StepEnv,
-} from '@tessera/core';
+import { type BlockLayout, InputError, type SelectStep, type Shape } from '@tessera/core';
+import type { StepEnv } from '@tessera/core/backend';
 import type { DeviceBuffer } from '../runtime/device.js';
 
 export interface CudaTensorValue {

@@ -9,11 +9,11 @@ import {
   InputError,
   ResourceLimitError,
   type RunOptions,
-  randomFeatureMatrix,
   SpecError,
   tensorSizes,
   UnsupportedError,
 } from '@tessera/core';
+import { randomFeatureMatrix } from '@tessera/core/backend';
 import {
   encodePasses,
   type Pass,

@@ -11,7 +11,8 @@
  * Causal: whole chunks before (keys) or after (rows) come from the prefix / suffix, the own chunk
  * element by element. Every sum has a fixed order: deterministic, no atomics.
  */
-import { type AttentionSpec, featureDim, linearInputScales } from '@tessera/core';
+import type { AttentionSpec } from '@tessera/core';
+import { featureDim, linearInputScales } from '@tessera/core/backend';
 import { MASKED, specStrides } from '../wgsl/common.js';
 import { emitFeatureFn, LINEAR_THREADS } from '../wgsl/linear.js';
 

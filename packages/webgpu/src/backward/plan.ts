@@ -8,13 +8,15 @@ import {
   type AttentionSpec,
   type BlockLayout,
   blockLayout,
+  ResourceLimitError,
+  SpecError,
+} from '@tessera/core';
+import {
   gradientSlots,
   layoutColumns,
-  ResourceLimitError,
   type ScoreModGradient,
-  SpecError,
   scoreModGradient,
-} from '@tessera/core';
+} from '@tessera/core/backend';
 import type { GpuLimits } from '../gpu.js';
 import { ceil4 } from '../wgsl/common.js';
 

@@ -13,7 +13,7 @@
  * - `reduce`: sums the partial slices in workgroup order. Everything is deterministic.
  */
 import type { AttentionSpec } from '@tessera/core';
-import { lowerExprs, type RenderedOperand } from '@tessera/core';
+import { lowerExprs, type RenderedOperand } from '@tessera/core/backend';
 import { ceil4, rowLoader, type Strides, specStrides, storageArray } from '../wgsl/common.js';
 import { placeTensors, WgslExprRenderer } from '../wgsl/expr.js';
 import { type BackwardPlan, ROW_THREADS } from './plan.js';

@@ -7,14 +7,16 @@
 import {
   type AttentionSpec,
   type CompressedStep,
-  compressedKernelConfig,
   defineAttention,
   type FeatureMap,
+  UnsupportedError,
+} from '@tessera/core';
+import {
+  compressedKernelConfig,
   featureDim,
   linearInputScales,
   randomFeatureMatrix,
-  UnsupportedError,
-} from '@tessera/core';
+} from '@tessera/core/backend';
 import { emitFeatureFn } from '../wgsl/linear.js';
 import { emitGridKernel, f32Lit } from './grid.js';
 

@@ -4,13 +4,8 @@
  * buffer is written by the route and sort kernels (group-kernel.ts) and read only by the grouped
  * attend kernel (grouped-attend-kernel.ts); nothing is read back.
  */
-import {
-  type AttentionSpec,
-  type GroupStep,
-  isCausalExpr,
-  ResourceLimitError,
-  SpecError,
-} from '@tessera/core';
+import { type AttentionSpec, type GroupStep, ResourceLimitError, SpecError } from '@tessera/core';
+import { isCausalExpr } from '@tessera/core/backend';
 import { specFeaturePlan } from './compressed-features.js';
 import { recordKeyFeatures } from './features-pass.js';
 import { GRID_THREADS } from './grid.js';

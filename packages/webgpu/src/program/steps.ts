@@ -12,10 +12,11 @@ import type {
   ProgramStep,
   ProjectStep,
   Shape,
-  StepEnv,
   SubtractStep,
 } from '@tessera/core';
-import { dispatchStep, SpecError, type StepTable, UnsupportedError } from '@tessera/core';
+import { SpecError, UnsupportedError } from '@tessera/core';
+import type { StepEnv } from '@tessera/core/backend';
+import { dispatchStep, type StepTable } from '@tessera/core/backend';
 import type { ResidentInputs, ResidentOutputs } from '../context.js';
 import { recordFlashOnSelection } from './attend.js';
 import { featureMapPlan } from './compressed-features.js';

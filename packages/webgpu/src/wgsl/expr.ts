@@ -5,10 +5,9 @@
  * of literals at shader creation and rejects overflow there, so an operation whose operands are
  * all literals routes one through an identity function (`rt_*`), which makes it a runtime value.
  */
+import type { AttentionSpec, ExprNode, ScalarType, VarName } from '@tessera/core';
 import {
-  type AttentionSpec,
   type BinaryFn,
-  type ExprNode,
   type ExprRenderer,
   HASH_ARG_OFFSET,
   HASH_MUL_1,
@@ -16,10 +15,8 @@ import {
   type LoweredExpr,
   lowerExpr,
   type RenderedOperand,
-  type ScalarType,
   type UnaryFn,
-  type VarName,
-} from '@tessera/core';
+} from '@tessera/core/backend';
 
 /** Where a captured tensor lives in the shared `tensors` buffer (32-bit words). */
 export interface TensorPlacement {

@@ -6,7 +6,8 @@
  * out = φ̃(q)·S / φ̃(q)·z with, when causal, the keys of its own chunk added one by one.
  * Everything lives in one scratch buffer `work` (offsets below), so six bindings suffice.
  */
-import { type AttentionSpec, type FeatureMap, featureDim, linearInputScales } from '@tessera/core';
+import type { AttentionSpec, FeatureMap } from '@tessera/core';
+import { featureDim, linearInputScales } from '@tessera/core/backend';
 import { MASKED, NEG_INF_BITS, specStrides } from './common.js';
 
 export const LINEAR_THREADS = 64;
