@@ -5,11 +5,11 @@ import {
   defineAttention,
   estimateCost,
   exactBlockLayout,
+  layoutContext,
   layoutStats,
   layoutsEqual,
   maskMod,
 } from '@tessera/core';
-import { layoutContext } from '@tessera/core/backend';
 
 // A mask written as an expression, with no layout of its own: core derives one.
 const mask = maskMod(({ q, kv }) => q.ge(kv).and(q.sub(kv).lt(256)).or(kv.lt(64)), {

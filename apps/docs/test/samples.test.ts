@@ -8,8 +8,13 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { format } from 'node:util';
-import { compileJs, compileMask, exactBlockLayout, layoutsEqual } from '@tessera/core';
-import { layoutContext } from '@tessera/core/backend';
+import {
+  compileJs,
+  compileMask,
+  exactBlockLayout,
+  layoutContext,
+  layoutsEqual,
+} from '@tessera/core';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { denseAttention, maxAbsError, seededRandom } from './reference.js';
 

@@ -53,7 +53,7 @@ export {
   layoutColumns,
   maskSlices,
 } from './layout.js';
-export { DEFAULT_BLOCK, elementBytes, featureDim, layoutContext } from './plan.js';
+export { DEFAULT_BLOCK, elementBytes, featureDim } from './plan.js';
 export {
   compressedKernelConfig,
   nearestCentroid,

@@ -59,7 +59,13 @@ export {
   roundToDtype,
   unpackHalf,
 } from './numeric.js';
-export { blockLayout, type CostEstimate, estimateCost, type Strategy } from './plan.js';
+export {
+  blockLayout,
+  type CostEstimate,
+  estimateCost,
+  layoutContext,
+  type Strategy,
+} from './plan.js';
 export {
   type AttendStep,
   COMPRESSED_DEFAULT_FEATURES,

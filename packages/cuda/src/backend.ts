@@ -13,6 +13,7 @@ import {
   blockLayout,
   ceilDiv,
   InputError,
+  layoutContext,
   type RunOptions,
   tensorSizes,
   UnsupportedError,
@@ -21,7 +22,6 @@ import {
 } from '@tessera/core';
 import {
   featureDim,
-  layoutContext,
   linearInputScales,
   maskSlices,
   randomFeatureMatrix,
