@@ -55,6 +55,71 @@ function checkSkip(
   }
 }
 
+/** What one catalogue's Vitest glue needs: its cases, how to run one, and its options. */
+interface CatalogueSuite<B, R, C extends { id: string; summary: string; tags: readonly string[] }> {
+  readonly where: string;
+  readonly title: string;
+  readonly cases: readonly C[];
+  readonly factory: () => B | Promise<B>;
+  readonly reference?: () => R | Promise<R>;
+  readonly skip?: Readonly<Record<string, string>>;
+  readonly timeout: number;
+  readonly concurrent?: boolean;
+  run(
+    backend: B,
+    c: C,
+    reference: R | AttentionBackend,
+  ): Promise<{ pass: boolean; message: string }>;
+}
+
+/**
+ * The one driver behind every describe*Conformance: starts the backend and its reference (a fresh
+ * cpu backend unless one is given), emits one `it` per case (skip entries, with reasons, checked
+ * for staleness) and disposes of both afterwards.
+ */
+function describeCatalogue<
+  B,
+  R,
+  C extends { id: string; summary: string; tags: readonly string[] },
+>(name: string, suite: CatalogueSuite<B, R, C>): void {
+  const skip = suite.skip ?? {};
+  checkSkip(suite.where, name, suite.cases, skip);
+  describe(`${suite.title}: ${name}`, () => {
+    let backend: B | undefined;
+    let reference: R | AttentionBackend | undefined;
+    let ownReference: AttentionBackend | undefined;
+    beforeAll(async () => {
+      backend = await suite.factory();
+      if (suite.reference) reference = await suite.reference();
+      else reference = ownReference = await createCpuBackend();
+    }, suite.timeout);
+    afterAll(async () => {
+      await (backend as Partial<AttentionBackend> | undefined)?.dispose?.();
+      await ownReference?.dispose();
+    });
+    const run = suite.concurrent ? it.concurrent : it;
+    for (const c of suite.cases) {
+      const title = `${c.id} [${c.summary}]`;
+      const reason = skipReason(c, skip);
+      if (reason !== undefined) {
+        it.skip(`${title} (skipped: ${reason})`, () => {});
+        continue;
+      }
+      run(
+        title,
+        async () => {
+          if (backend === undefined || reference === undefined)
+            throw new Error('backend or reference failed to start');
+          const r = await suite.run(backend, c, reference);
+          if (!r.pass) expect.fail(`${c.id} [${c.summary}]: ${r.message}`);
+          expect(r.pass).toBe(true);
+        },
+        suite.timeout,
+      );
+    }
+  });
+}
+
 /**
  * Runs the conformance catalogue against a backend, one Vitest `it` per case:
  *
@@ -65,40 +130,15 @@ export function describeConformance(
   factory: () => AttentionBackend | Promise<AttentionBackend>,
   options: DescribeConformanceOptions = {},
 ): void {
-  const cases = conformanceCases(options);
-  const skip = options.skip ?? {};
-  checkSkip('describeConformance', name, cases, skip);
-  describe(`conformance: ${name}`, () => {
-    let backend: AttentionBackend | undefined;
-    let reference: Reference | undefined;
-    let ownReference: AttentionBackend | undefined;
-    beforeAll(async () => {
-      backend = await factory();
-      if (options.reference) reference = await options.reference();
-      else reference = ownReference = await createCpuBackend();
-    });
-    afterAll(async () => {
-      await backend?.dispose();
-      await ownReference?.dispose();
-    });
-    for (const c of cases) {
-      const title = `${c.id} [${c.summary}]`;
-      const reason = skipReason(c, skip);
-      if (reason !== undefined) {
-        it.skip(`${title} (skipped: ${reason})`, () => {});
-        continue;
-      }
-      it(
-        title,
-        async () => {
-          if (!backend || !reference) throw new Error('backend or reference failed to start');
-          const r = await runCase(backend, c, reference, options);
-          if (!r.pass) expect.fail(`${c.id} [${c.summary}]: ${r.message}`);
-          expect(r.pass).toBe(true);
-        },
-        options.timeout ?? 60_000,
-      );
-    }
+  describeCatalogue(name, {
+    where: 'describeConformance',
+    title: 'conformance',
+    cases: conformanceCases(options),
+    factory,
+    reference: options.reference,
+    skip: options.skip,
+    timeout: options.timeout ?? 60_000,
+    run: (backend, c, reference) => runCase(backend, c, reference as Reference, options),
   });
 }
 
@@ -124,40 +164,16 @@ export function describeGradientConformance(
   factory: () => AttentionBackend | Promise<AttentionBackend>,
   options: DescribeGradientConformanceOptions = {},
 ): void {
-  const cases = gradientCases(options);
-  const skip = options.skip ?? {};
-  checkSkip('describeGradientConformance', name, cases, skip);
-  describe(`gradient conformance: ${name}`, () => {
-    let backend: AttentionBackend | undefined;
-    let reference: GradientReference | undefined;
-    let ownReference: AttentionBackend | undefined;
-    beforeAll(async () => {
-      backend = await factory();
-      if (options.reference) reference = await options.reference();
-      else reference = ownReference = await createCpuBackend();
-    });
-    afterAll(async () => {
-      await backend?.dispose();
-      await ownReference?.dispose();
-    });
-    for (const c of cases) {
-      const title = `${c.id} [${c.summary}]`;
-      const reason = skipReason(c, skip);
-      if (reason !== undefined) {
-        it.skip(`${title} (skipped: ${reason})`, () => {});
-        continue;
-      }
-      it(
-        title,
-        async () => {
-          if (!backend || !reference) throw new Error('backend or reference failed to start');
-          const r = await runGradientCase(backend, c, reference, options);
-          if (!r.pass) expect.fail(`${c.id} [${c.summary}]: ${r.message}`);
-          expect(r.pass).toBe(true);
-        },
-        options.timeout ?? 120_000,
-      );
-    }
+  describeCatalogue(name, {
+    where: 'describeGradientConformance',
+    title: 'gradient conformance',
+    cases: gradientCases(options),
+    factory,
+    reference: options.reference,
+    skip: options.skip,
+    timeout: options.timeout ?? 120_000,
+    run: (backend, c, reference) =>
+      runGradientCase(backend, c, reference as GradientReference, options),
   });
 }
 
@@ -223,40 +239,16 @@ export function describeProgramConformance(
   factory: () => ProgramBackend | Promise<ProgramBackend>,
   options: DescribeProgramConformanceOptions = {},
 ): void {
-  const cases = programCases(options);
-  const skip = options.skip ?? {};
-  checkSkip('describeProgramConformance', name, cases, skip);
-  describe(`program conformance: ${name}`, () => {
-    let backend: ProgramBackend | undefined;
-    let reference: ProgramReference | undefined;
-    let ownReference: AttentionBackend | undefined;
-    beforeAll(async () => {
-      backend = await factory();
-      if (options.reference) reference = await options.reference();
-      else reference = ownReference = await createCpuBackend();
-    }, options.timeout ?? 120_000);
-    afterAll(async () => {
-      await (backend as Partial<AttentionBackend> | undefined)?.dispose?.();
-      await ownReference?.dispose();
-    });
-    const run = options.concurrent ? it.concurrent : it;
-    for (const c of cases) {
-      const title = `${c.id} [${c.summary}]`;
-      const reason = skipReason(c, skip);
-      if (reason !== undefined) {
-        it.skip(`${title} (skipped: ${reason})`, () => {});
-        continue;
-      }
-      run(
-        title,
-        async () => {
-          if (!backend || !reference) throw new Error('backend or reference failed to start');
-          const r = await runProgramCase(backend, c, reference, options);
-          if (!r.pass) expect.fail(`${c.id} [${c.summary}]: ${r.message}`);
-          expect(r.pass).toBe(true);
-        },
-        options.timeout ?? 120_000,
-      );
-    }
+  describeCatalogue(name, {
+    where: 'describeProgramConformance',
+    title: 'program conformance',
+    cases: programCases(options),
+    factory,
+    reference: options.reference,
+    skip: options.skip,
+    timeout: options.timeout ?? 120_000,
+    concurrent: options.concurrent,
+    run: (backend, c, reference) =>
+      runProgramCase(backend, c, reference as ProgramReference, options),
   });
 }
