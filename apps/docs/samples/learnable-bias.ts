@@ -71,6 +71,7 @@ async function fitSlopes(backend: AttentionBackend, steps: number) {
 // #region run
 import { UnsupportedError } from '@tessera/core';
 import { createCpuBackend } from '@tessera/cpu';
+import { CudaUnavailableError, createCudaBackend } from '@tessera/cuda';
 import { createWebGpuBackend } from '@tessera/webgpu';
 
 const STEPS = 300;
@@ -78,12 +79,13 @@ const fitted: Record<string, Float32Array> = {};
 for (const [name, create] of [
   ['cpu', createCpuBackend],
   ['webgpu', createWebGpuBackend],
+  ['cuda', () => createCudaBackend()],
 ] as const) {
   let backend: AttentionBackend;
   try {
     backend = await create();
   } catch (e) {
-    if (!(e instanceof UnsupportedError)) throw e;
+    if (!(e instanceof UnsupportedError || e instanceof CudaUnavailableError)) throw e;
     console.log(`${name}: not available here (${e.message})`);
     continue;
   }
