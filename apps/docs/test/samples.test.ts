@@ -112,6 +112,7 @@ describe('every sample runs and computes what the page says', () => {
       'cuda',
       'custom-variant',
       'expressions',
+      'learnable-bias',
       'quickstart-browser',
       'quickstart-node',
       'spec',
