@@ -9,6 +9,7 @@ import {
   shapeConstants,
   storageType,
 } from '../emit/common.js';
+import { FOLD_KEYS } from '../emit/linear.js';
 import { floatLiteral } from '../expr-cuda.js';
 
 /*
@@ -352,21 +353,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) ${name('dq_part')}(const 
     for (int r = tid; r < C; r += NTHREADS) sWk[r] = k0 + r < SKV ? expf(stabK[k0 + r] - cn) : 0.f;
     __syncthreads();
   };
-  auto fold_keys = [&]() {
-    for (int i = tid; i < F * COLS; i += NTHREADS) {
-      const int f = i / COLS, c = i % COLS;
-      float acc = sS[i];
-      for (int r = 0; r < C; ++r) acc = fmaf(sPk[r * LDF + f] * sWk[r], sV[r * COLS + c], acc);
-      sS[i] = acc;
-    }
-    for (int f = tid; f < F; f += NTHREADS) {
-      float acc = sz[f];
-      for (int r = 0; r < C; ++r) acc = fmaf(sPk[r * LDF + f], sWk[r], acc);
-      sz[f] = acc;
-    }
-    __syncthreads();
-  };
-  auto load_rows = [&](int q0) {
+${FOLD_KEYS}  auto load_rows = [&](int q0) {
     for (int i = tid; i < C * F; i += NTHREADS) {
       const int r = i / F, f = i % F;
       sPq[r * LDF + f] = q0 + r < SQ ? phiQ[(long long)(q0 + r) * F + f] : 0.f;

@@ -23,6 +23,26 @@ export function linearChunk(F: number): number {
 const SCAN_THREADS = 256;
 const COLS = 32;
 
+/**
+ * The device lambda that adds a loaded chunk of keys to the running state: S += Σ_r φ(k_r)·w_r ⊗ v_r
+ * and z += Σ_r φ(k_r)·w_r. The forward and the backward's recomputation emit the same text.
+ */
+export const FOLD_KEYS = `  auto fold_keys = [&]() {
+    for (int i = tid; i < F * COLS; i += NTHREADS) {
+      const int f = i / COLS, c = i % COLS;
+      float acc = sS[i];
+      for (int r = 0; r < C; ++r) acc = fmaf(sPk[r * LDF + f] * sWk[r], sV[r * COLS + c], acc);
+      sS[i] = acc;
+    }
+    for (int f = tid; f < F; f += NTHREADS) {
+      float acc = sz[f];
+      for (int r = 0; r < C; ++r) acc = fmaf(sPk[r * LDF + f], sWk[r], acc);
+      sz[f] = acc;
+    }
+    __syncthreads();
+  };
+`;
+
 export function linearScanSharedBytes(spec: AttentionSpec): number {
   const F = featureDim(spec);
   const C = linearChunk(F);
@@ -198,21 +218,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS) ${scanName}(const TsrScan
     for (int i = tid; i < F; i += NTHREADS) sz[i] *= rescale;
     __syncthreads();
   };
-  auto fold_keys = [&]() {
-    for (int i = tid; i < F * COLS; i += NTHREADS) {
-      const int f = i / COLS, c = i % COLS;
-      float acc = sS[i];
-      for (int r = 0; r < C; ++r) acc = fmaf(sPk[r * LDF + f] * sWk[r], sV[r * COLS + c], acc);
-      sS[i] = acc;
-    }
-    for (int f = tid; f < F; f += NTHREADS) {
-      float acc = sz[f];
-      for (int r = 0; r < C; ++r) acc = fmaf(sPk[r * LDF + f], sWk[r], acc);
-      sz[f] = acc;
-    }
-    __syncthreads();
-  };
-  auto load_queries = [&](int q0) {
+${FOLD_KEYS}  auto load_queries = [&](int q0) {
     for (int i = tid; i < C * F; i += NTHREADS) {
       const int r = i / F, f = i % F;
       sPq[r * LDF + f] = q0 + r < SQ ? phiQ[(long long)(q0 + r) * F + f] : 0.f;
